@@ -1,0 +1,5 @@
+import sys
+
+from dainrt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""The `dainrt` command line. Each sub-command lives in `dainrt.commands.<name>` and exposes
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dainrt.errors import DainrtError
+
+COMMANDS = ["interpolate", "weights"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="dainrt",
+        description="DAIN video frame interpolation: in-between frames for stop-motion and low-frame-rate footage.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"dainrt.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DainrtError as err:
+        print(f"dainrt: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("dainrt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Reading and writing still pictures: 8-bit and 16-bit RGB, with alpha dropped (and said so).
+
+Arrays are HxWx3 RGB: uint8 for 8-bit files, uint16 for 16-bit ones. Pillow reads and writes
+8-bit pictures; it narrows 16-bit RGB to 8 bits, so 16-bit PNGs go through FFmpeg's PNG codec
+(PyAV) instead.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from dainrt.errors import DainrtError
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if head[:8] == _PNG_SIGNATURE and len(head) == 25 else None
+
+
+def _decode_png16(path: Path) -> np.ndarray:
+    import av
+
+    codec = av.CodecContext.create("png", "r")
+    data = path.read_bytes()
+    frames = [fr for pkt in codec.parse(data) for fr in codec.decode(pkt)] + list(codec.decode(None))
+    if not frames:
+        raise DainrtError(f"cannot decode {path}: not a valid PNG")
+    return frames[0].to_ndarray(format="rgb48le")    # alpha, if any, is dropped here
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a picture as HxWx3 RGB (uint8, or uint16 for 16-bit PNGs). Alpha is dropped with a
+    warning; greyscale and palette pictures are converted to RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise DainrtError(f"cannot read {path}: no such file")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            has_alpha = "A" in img.getbands() or "transparency" in img.info
+            if _png_bit_depth(path) == 16 and mode not in ("I;16", "I;16B", "I"):
+                array = _decode_png16(path)
+            else:
+                array = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DainrtError(f"cannot read {path}: not a picture Pillow understands ({err})") from None
+    if has_alpha:
+        warnings.warn(f"{path.name}: alpha channel dropped (DAIN interpolates RGB only)", stacklevel=2)
+    return np.ascontiguousarray(array)
+
+
+def to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float RGB in [0,1] -> uint8 or uint16, clipped and rounded half-to-even (as the official demo)."""
+    scale = 255.0 if np.dtype(dtype) == np.uint8 else 65535.0
+    return np.round(np.clip(image, 0.0, 1.0) * scale).astype(dtype)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write HxWx3 uint8 or uint16 RGB as a picture (16-bit only as PNG); atomic (temp + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        if image.dtype == np.uint16:
+            if path.suffix.lower() != ".png":
+                raise DainrtError(f"{path}: 16-bit output needs a .png name")
+            _encode_png16(tmp, image)
+        else:
+            from PIL import Image
+
+            Image.fromarray(image).save(tmp, format=_pil_format(path))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DainrtError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _pil_format(path: Path) -> str:
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise DainrtError(f"{path}: unknown picture extension {path.suffix!r} (use .png)")
+    return fmt
+
+
+def _encode_png16(path: Path, image: np.ndarray) -> None:
+    import av
+
+    h, w = image.shape[:2]
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = w, h, "rgb48be"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb48le").reformat(format="rgb48be")
+    packets = codec.encode(frame) + codec.encode(None)
+    path.write_bytes(b"".join(bytes(p) for p in packets))
