@@ -24,6 +24,8 @@ def to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype == np.uint16:
             image = image.astype(np.float32) / 65535.0
+        elif not image.flags.writeable:      # torch refuses to wrap read-only memory silently
+            image = image.copy()
         t = torch.from_numpy(np.ascontiguousarray(image))
     else:
         t = image

@@ -1,0 +1,122 @@
+"""`dainrt weights verify|download|init`: check, fetch and synthesise model checkpoints."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dainrt.errors import DainrtError
+
+SHOWN = 10   # offending keys listed per kind in a failed verify
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights",
+        help="verify, download or create model weights",
+        description="Manage DAIN checkpoints. Commands that need weights look for them in this order: "
+        "--weights PATH, $DAINRT_WEIGHTS, then <cache>/weights/best.pth where <cache> is "
+        "$DAINRT_CACHE, $XDG_CACHE_HOME/dainrt or ~/.cache/dainrt.",
+    )
+    actions = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    actions.required = True
+
+    v = actions.add_parser(
+        "verify",
+        help="check that a checkpoint has every key and shape of the model",
+        description="Check a checkpoint (the official best.pth or a dainrt file) against the DAIN model "
+        "of its width: every float key present with the right shape, no unexpected keys. Prints "
+        "'OK: N parameters, width W' and exits 0, or lists the offending keys and exits 1.",
+    )
+    v.add_argument("path", type=Path, metavar="PATH", help="checkpoint file (.pth)")
+    v.set_defaults(func=run_verify)
+
+    d = actions.add_parser(
+        "download",
+        help="download a checkpoint with resume and a SHA-256 check",
+        description="Download a checkpoint over HTTP(S). An interrupted download is resumed by running "
+        "the same command again; the file appears under its final name only when its SHA-256 matches.",
+    )
+    d.add_argument("--url", required=True, help="http:// or https:// address of the checkpoint")
+    d.add_argument("--sha256", required=True, metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
+    d.add_argument("-o", "--output", type=Path, metavar="PATH",
+                   help="where to save it (default: <cache>/weights/best.pth, which is found automatically)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=run_download)
+
+    i = actions.add_parser(
+        "init",
+        help="write deterministic random weights (for tests and benchmarks, not for real use)",
+        description="Write a dainrt checkpoint of deterministic random weights for a DAIN of the given "
+        "width. Width 1 with seed 0 is the golden test checkpoint. The pictures it makes are "
+        "meaningless blurs: use it for tests, benchmarks and engine builds only.",
+    )
+    i.add_argument("--width", type=float, default=1.0, metavar="W",
+                   help="channel width multiplier in (0, 1]; 1 is the official network (default 1)")
+    i.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, 0 <= N < 2**32 (default 0)")
+    i.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="checkpoint file to write")
+    i.set_defaults(func=run_init)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from dainrt.checkpoint import load_checkpoint, verify_state_dict
+
+    state_dict, config = load_checkpoint(args.path)
+    report = verify_state_dict(state_dict, config)
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.tolerated:
+        print(f"note: {len(report.tolerated)} BatchNorm num_batches_tracked counters are absent (unused at inference)")
+    if report.ok:
+        print(f"OK: {report.param_count} parameters, width {config.width:g}")
+        return 0
+
+    print(f"FAILED: {args.path} does not match the DAIN model of width {config.width:g}")
+    _print_keys("missing keys", report.missing)
+    _print_keys("unexpected keys", report.unexpected)
+    _print_keys(
+        "mis-shaped keys",
+        [f"{k}: expected {list(e)}, got {'not a tensor' if g is None else list(g)}" for k, e, g in report.mismatched],
+    )
+    print(
+        f"dainrt: error: {args.path}: {len(report.missing)} missing, {len(report.unexpected)} unexpected, "
+        f"{len(report.mismatched)} mis-shaped keys",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _print_keys(title: str, items: list[str]) -> None:
+    if not items:
+        return
+    print(f"{title} ({len(items)}):")
+    for item in items[:SHOWN]:
+        print(f"  {item}")
+    if len(items) > SHOWN:
+        print(f"  ... and {len(items) - SHOWN} more")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from dainrt.weights import cached_weights_path, download
+
+    out = args.output if args.output is not None else cached_weights_path()
+    path = download(args.url, args.sha256, out, progress=not args.no_progress)
+    print(path)
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from dainrt.checkpoint import save_checkpoint, synthetic_state_dict, verify_state_dict
+    from dainrt.model import ModelConfig
+
+    try:
+        config = ModelConfig(args.width)
+    except ValueError as err:
+        raise DainrtError(f"--width: {err}") from None
+    if not 0 <= args.seed < 2**32:
+        raise DainrtError(f"--seed must be in [0, 2**32), got {args.seed}")
+    state_dict = synthetic_state_dict(config, seed=args.seed)
+    path = save_checkpoint(state_dict, config, args.output)
+    count = verify_state_dict(state_dict, config).param_count
+    print(f"{path}: {count} parameters, width {config.width:g}, seed {args.seed} (random weights)")
+    return 0

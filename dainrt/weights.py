@@ -1,0 +1,209 @@
+"""Where weights come from: resolution (argument, environment, cache) and a resumable download.
+
+Resolution order (design §9): an explicit path (`--weights PATH`), then `$DAINRT_WEIGHTS`, then
+`<cache>/weights/best.pth` if present, then a bundled default model (none yet).
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from dainrt.errors import DainrtError
+
+ENV_WEIGHTS = "DAINRT_WEIGHTS"
+ENV_CACHE = "DAINRT_CACHE"
+CHUNK = 1 << 20          # bytes per read while downloading (1 MiB)
+TIMEOUT_S = 30.0         # socket timeout per connect / read, seconds
+
+
+def cache_dir() -> Path:
+    """dainrt's cache folder: `$DAINRT_CACHE`, else `$XDG_CACHE_HOME/dainrt`, else `~/.cache/dainrt`.
+
+    Empty variables count as unset. The folder is not created here.
+    """
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "dainrt"
+    return Path.home() / ".cache" / "dainrt"
+
+
+def cached_weights_path() -> Path:
+    """Where `dainrt weights download` puts the official checkpoint by default."""
+    return cache_dir() / "weights" / "best.pth"
+
+
+def default_weights() -> Path | None:
+    """A checkpoint shipped with dainrt, used when nothing else is configured. None for now.
+
+    Hook for a later bundled model: return its path here and `resolve_weights` picks it up last.
+    """
+    return None
+
+
+def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
+    """The checkpoint to use: `weights`, else `$DAINRT_WEIGHTS`, else the cached `best.pth`,
+    else `default_weights()`. Raises DainrtError naming the path when a given one is missing,
+    and explaining the three ways when none is configured.
+    """
+    if weights is not None and str(weights) != "":
+        return _existing(Path(weights).expanduser(), "weights file not found")
+    env = os.environ.get(ENV_WEIGHTS)
+    if env:
+        return _existing(Path(env).expanduser(), f"${ENV_WEIGHTS} points to a missing file")
+    cached = cached_weights_path()
+    if cached.is_file():
+        return cached
+    bundled = default_weights()
+    if bundled is not None:
+        return bundled
+    raise DainrtError(
+        f"no model weights: pass --weights PATH, set {ENV_WEIGHTS}=PATH, or put the checkpoint at "
+        f"{cached} (`dainrt weights download --url URL --sha256 HEX` fetches it there; "
+        f"`dainrt weights init -o PATH` writes random test weights)"
+    )
+
+
+def _existing(path: Path, problem: str) -> Path:
+    if not path.exists():
+        raise DainrtError(f"{problem}: {path}")
+    if not path.is_file():
+        raise DainrtError(f"weights path is not a file: {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Download
+
+
+def check_sha256(sha256: str) -> str:
+    """The digest in lower case; DainrtError unless it is 64 hex characters."""
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
+        raise DainrtError(f"--sha256 must be 64 hexadecimal characters, got {sha256!r}")
+    return sha256.strip().lower()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = True) -> Path:
+    """Fetch `url` to `out` over HTTP(S), resumable, and check its SHA-256; returns `out`.
+
+    Bytes go to `out + ".part"`. An existing .part is resumed with `Range: bytes=N-` (206: append;
+    200: the server ignored the range, start over). `out` appears (atomic `os.replace`) only when
+    the whole file hashes to `sha256`; a mismatch deletes the .part and raises DainrtError with
+    both digests. Network errors raise DainrtError and keep the .part, so the same call resumes.
+    An `out` that already has the right digest is kept without a download.
+    """
+    sha256 = check_sha256(sha256)
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise DainrtError(f"only http:// and https:// URLs can be downloaded, got {url!r}")
+    out = Path(out).expanduser()
+    part = out.with_name(out.name + ".part")
+    try:
+        if out.is_file() and file_sha256(out) == sha256:
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DainrtError(f"cannot use {out}: {err.strerror or err}") from None
+
+    got = _fetch(url, part, progress)
+    if got is None:
+        # The server refused the range (416): the .part is complete already, or longer than the
+        # file (stale). Check it; if it is wrong, throw it away and download from the start.
+        if file_sha256(part) != sha256:
+            part.unlink()
+            got = _fetch(url, part, progress)
+        else:
+            got = sha256
+    if got != sha256:
+        part.unlink(missing_ok=True)
+        raise DainrtError(
+            f"SHA-256 mismatch for {url}: expected {sha256}, got {got}; the download was deleted"
+        )
+    os.replace(part, out)
+    return out
+
+
+def _fetch(url: str, part: Path, progress: bool) -> str | None:
+    """Complete `part` from `url` (resuming it if present); return the sha256 of the whole file.
+
+    None when the server answers 416 to our range request (nothing to append).
+    """
+    from tqdm import tqdm
+
+    from dainrt import __version__
+
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": f"dainrt/{__version__}"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    kept = f"; the partial download {part} is kept: run the same command again to resume"
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            return None
+        raise DainrtError(f"download failed: HTTP {err.code} {err.reason} for {url}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        reason = getattr(err, "reason", None) or str(err) or type(err).__name__
+        raise DainrtError(f"download failed: cannot reach {url} ({reason})" + (kept if offset else "")) from None
+
+    with response:
+        start = _resume_start(response, offset, part)
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length and length.isdigit() else None
+        h = hashlib.sha256()
+        try:
+            with open(part, "r+b" if start else "wb") as f:
+                if start:
+                    # Hash the bytes we already have, then append after them.
+                    for block in iter(lambda: f.read(CHUNK), b""):
+                        h.update(block)
+                    f.seek(start)
+                    f.truncate()
+                bar = tqdm(
+                    total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=part.name.removesuffix(".part"), disable=not (progress and sys.stderr.isatty()),
+                )
+                with bar:
+                    while block := response.read(CHUNK):
+                        f.write(block)
+                        h.update(block)
+                        bar.update(len(block))
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+        except (OSError, http.client.HTTPException) as err:
+            # A socket error mid-stream (timeout, reset) or a full disk: keep what we have.
+            raise DainrtError(f"download interrupted: {getattr(err, 'strerror', None) or err}{kept}") from None
+    if total is not None and size != total:
+        raise DainrtError(f"download incomplete: got {size} of {total} bytes from {url}{kept}")
+    return h.hexdigest()
+
+
+def _resume_start(response, offset: int, part: Path) -> int:
+    """Byte offset at which the response body starts: `offset` for a matching 206, else 0."""
+    if response.status != 206:
+        return 0                     # 200: the server sent the whole file, start over
+    m = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
+    if m and int(m.group(1)) != offset:
+        # A confused server; the .part cannot be continued, so the next run starts afresh.
+        part.unlink(missing_ok=True)
+        raise DainrtError(
+            f"download failed: asked the server for bytes from {offset}, it sent bytes from "
+            f"{m.group(1)}; the partial download was deleted, run the same command again"
+        )
+    return offset
