@@ -1,0 +1,80 @@
+"""`dainrt build-engine`: export the ONNX stages (or reuse them) and build their TensorRT engines."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from dainrt.errors import DainrtError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-engine",
+        help="build the TensorRT engines for this GPU (once per GPU, model and size)",
+        description="Export the model's four stages to ONNX (or reuse the export) and build one TensorRT "
+        "engine per stage for this GPU: FP16 for frame, pair and rectify (with FP32 islands), FP32 for "
+        "warp and its plugins. Engines are cached under <cache>/engines and reused while the GPU, "
+        "TensorRT, plugin code, precision, size and ONNX stay the same. Needs an NVIDIA GPU, "
+        "TensorRT >= 10.9 and triton.",
+    )
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache)")
+    p.add_argument("--size", action="append", metavar="WxH", default=[],
+                   help="picture size the engines are for, e.g. 1920x1080 (padded as the runtime pads it). "
+                   "Repeat for more sizes: one static engine set per size, or with --dynamic one engine "
+                   "covering the range (opt = the first). Default 1920x1080")
+    p.add_argument("--padded", action="store_true",
+                   help="the --size values are padded frame sizes (as error messages print them), not picture sizes")
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                   help="fp16 (default; warp stays fp32) or fp32 everywhere")
+    p.add_argument("--dynamic", action="store_true",
+                   help="one engine per stage with a min/opt/max shape profile instead of static shapes "
+                   "(slower, but serves any size in the range; with one --size the range starts at 256x256)")
+    p.add_argument("--stages", default="frame,pair,warp,rectify", metavar="LIST",
+                   help="comma-separated stages to build (default: all four)")
+    p.add_argument("--opt-level", type=int, default=3, metavar="N",
+                   help="TensorRT builder optimisation level 0..5 (default 3; 5 builds slower, may run faster)")
+    p.add_argument("--no-plugins", action="store_true",
+                   help="build the warp stage from the ONNX standard-op bodies instead of the Triton plugins")
+    p.add_argument("--force", action="store_true", help="rebuild even when a matching engine is cached")
+    p.add_argument("--device", default="cuda", help="CUDA device to build for (default cuda)")
+    p.add_argument("--verbose", action="store_true", help="show TensorRT warnings")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Check the machine first: a missing GPU or TensorRT is one line, before any slow work.
+    from dainrt.engine.tensorrt import require_tensorrt
+
+    require_tensorrt("dainrt build-engine", plugins=not args.no_plugins)
+
+    from dainrt.checkpoint import load_model
+    from dainrt.engine.tensorrt.builder import STAGES, BuildSettings, EngineBuilder, parse_size, profile_for_sizes
+    from dainrt.weights import resolve_weights
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise DainrtError(f"--stages: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGES)}")
+    sizes = [parse_size(s) for s in args.size]
+    if args.dynamic:
+        profiles = [profile_for_sizes(sizes, dynamic=True, padded=args.padded)]
+    else:
+        profiles = [profile_for_sizes([s], padded=args.padded) for s in sizes] or [profile_for_sizes([])]
+
+    model = load_model(resolve_weights(args.weights))
+    settings = BuildSettings(optimization_level=args.opt_level, plugins=not args.no_plugins, verbose=args.verbose)
+    builder = EngineBuilder(model, args.precision, settings=settings, device=args.device)
+    start = time.perf_counter()
+    for profile in profiles:
+        for stage in stages:
+            key = builder.key(stage, profile)
+            cached = not args.force and builder.cache.load(key) is not None
+            if cached:
+                print(f"{stage:8s} cached  {builder.cache.engine_path(key)}")
+                continue
+            builder.ensure(stage, profile, build=True, force=args.force)
+            print(f"{stage:8s} built   {builder.cache.engine_path(key)}")
+    print(f"done in {time.perf_counter() - start:.1f} s ({builder.identity.name}, TensorRT "
+          f"{builder.identity.tensorrt_version})", file=sys.stderr)
+    return 0
