@@ -1,7 +1,7 @@
 """Where weights come from: resolution (argument, environment, cache) and a resumable download.
 
 Resolution order (design §9): an explicit path (`--weights PATH`), then `$DAINRT_WEIGHTS`, then
-`<cache>/weights/best.pth` if present, then a bundled default model (none yet).
+`<cache>/weights/best.pth` if present, then the bundled default model (`dainrt/data`).
 """
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ def cached_weights_path() -> Path:
     return cache_dir() / "weights" / "best.pth"
 
 
-def default_weights() -> Path | None:
-    """A checkpoint shipped with dainrt, used when nothing else is configured. None for now.
+BUNDLED_WEIGHTS = Path(__file__).parent / "data" / "default_model.pth"
 
-    Hook for a later bundled model: return its path here and `resolve_weights` picks it up last.
-    """
-    return None
+
+def default_weights() -> Path | None:
+    """The model shipped inside the package (see dainrt/data/MODEL_CARD.md), None if absent."""
+    return BUNDLED_WEIGHTS if BUNDLED_WEIGHTS.is_file() else None
 
 
 def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
@@ -63,6 +63,8 @@ def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
         return cached
     bundled = default_weights()
     if bundled is not None:
+        print("dainrt: using the bundled default model (dainrt/data/MODEL_CARD.md); --weights PATH picks another",
+              file=sys.stderr)
         return bundled
     raise DainrtError(
         f"no model weights: pass --weights PATH, set {ENV_WEIGHTS}=PATH, or put the checkpoint at "

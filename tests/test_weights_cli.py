@@ -20,7 +20,7 @@ import torch
 from dainrt.checkpoint import load_checkpoint, save_checkpoint
 from dainrt.cli import main
 from dainrt.errors import DainrtError
-from dainrt.weights import cache_dir, download, resolve_weights
+from dainrt.weights import BUNDLED_WEIGHTS, cache_dir, download, resolve_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_PARAMS = 1_949_481          # parameters of DAIN at width 0.25
@@ -139,9 +139,10 @@ def test_cache_dir_order(monkeypatch, tmp_path):
 def test_resolve_order(monkeypatch, tmp_path):
     arg, env, cached = tmp_path / "arg.pth", tmp_path / "env.pth", tmp_path / "cache" / "weights" / "best.pth"
     monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("dainrt.weights.default_weights", lambda: None)
 
     with pytest.raises(DainrtError) as err:
-        resolve_weights(None)                              # nothing configured
+        resolve_weights(None)                              # nothing configured, no bundled model
     text = str(err.value)
     assert "--weights" in text and "DAINRT_WEIGHTS" in text and str(cached) in text
     assert "dainrt weights download" in text and "dainrt weights init" in text and "\n" not in text
@@ -161,6 +162,13 @@ def test_resolve_order(monkeypatch, tmp_path):
     monkeypatch.setenv("DAINRT_WEIGHTS", str(tmp_path / "gone.pth"))
     with pytest.raises(DainrtError, match="DAINRT_WEIGHTS points to a missing file"):
         resolve_weights(None)
+
+
+def test_bundled_model_comes_last(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("DAINRT_WEIGHTS", raising=False)
+    assert resolve_weights(None) == BUNDLED_WEIGHTS
+    assert "using the bundled default model" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------

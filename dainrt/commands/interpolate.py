@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--times", type=_parse_times, metavar="T,T,...", help="time steps in (0,1), e.g. 0.25,0.5,0.75")
     when.add_argument("--factor", type=int, metavar="N", help="N-1 evenly spaced frames (N=4: t = 0.25, 0.5, 0.75); default 2")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache)")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
     p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=run)

@@ -1,0 +1,451 @@
+"""Procedural training clips with exact in-between frames (no downloads, no data sets).
+
+A scene is a stack of layers, far to near: an opaque background and a few sprites (soft-edged
+blobs, ellipses, rounded boxes) with their own depth. Each layer carries a texture (fractal
+noise, stripes/checks/dots, or a crop of a photo shipped inside an installed package) and moves
+with its own affine motion between a start and an end pose; a camera pan moves all of them.
+Sprites overlap and move differently, so occlusion and disocclusion happen.
+
+The frame at any time s in [0, 1] is *rendered* at that time (poses interpolated: position and
+angle linearly, scale geometrically), so the ground truth at t is exact, not interpolated.
+Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down) and layer depth come
+with each clip. Also: brightness flicker (stop-motion lighting; the gain at t is interpolated
+linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
+
+Everything is seeded: `SyntheticClips(seed=s)[i]` is the same clip on every call.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# Pictures shipped inside installed packages that are usable as textures: (package, folder).
+# Found without importing the package. Pictures from Middlebury data sets are skipped (evaluation
+# only), as are the tiny or synthetic ones.
+PACKAGE_IMAGE_DIRS = (("skimage", "data"),)
+SKIPPED_NAMES = ("motorcycle", "middlebury", "chessboard", "phantom", "microaneurysms", "multipage", "no_time", "horse")
+MIN_IMAGE_SIDE = 160
+
+
+# ----------------------------------------------------------------------------------------------
+# Scenes
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Where a layer's texture centre sits on screen (pixels), its rotation (radians) and scale."""
+
+    x: float
+    y: float
+    angle: float = 0.0
+    scale: float = 1.0
+
+
+def pose_at(p0: Pose, p1: Pose, s: float) -> Pose:
+    return Pose(
+        p0.x + s * (p1.x - p0.x),
+        p0.y + s * (p1.y - p0.y),
+        p0.angle + s * (p1.angle - p0.angle),
+        p0.scale * (p1.scale / p0.scale) ** s,
+    )
+
+
+@dataclass
+class Layer:
+    """texture (3,h,w) RGB in [0,1]; alpha (1,h,w) in [0,1] or None for an opaque layer whose
+    texture repeats by reflection (a background); depth > 0 (larger = farther)."""
+
+    texture: torch.Tensor
+    alpha: torch.Tensor | None
+    depth: float
+    start: Pose
+    end: Pose
+
+
+@dataclass
+class Scene:
+    """Layers far to near on a height x width screen; gains (3,) multiply frames 0 and 1."""
+
+    height: int
+    width: int
+    layers: list[Layer]
+    gain0: torch.Tensor = field(default_factory=lambda: torch.ones(3))
+    gain1: torch.Tensor = field(default_factory=lambda: torch.ones(3))
+
+
+def _screen(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ys = torch.arange(height, dtype=torch.float32).view(height, 1).expand(height, width)
+    xs = torch.arange(width, dtype=torch.float32).view(1, width).expand(height, width)
+    return xs, ys
+
+
+def _to_texture(pose: Pose, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Screen pixel -> texture coordinates relative to the texture centre (texture pixels)."""
+    c, s = math.cos(pose.angle), math.sin(pose.angle)
+    dx, dy = xs - pose.x, ys - pose.y
+    return (c * dx + s * dy) / pose.scale, (-s * dx + c * dy) / pose.scale
+
+
+def _to_screen(pose: Pose, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    c, s = math.cos(pose.angle), math.sin(pose.angle)
+    return pose.x + pose.scale * (c * u - s * v), pose.y + pose.scale * (s * u + c * v)
+
+
+def _sample(layer: Layer, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear texture and alpha at texture coordinates (u, v): (3,H,W), (1,H,W)."""
+    h, w = layer.texture.shape[-2:]
+    grid = torch.stack((2 * u / w, 2 * v / h), dim=-1).unsqueeze(0)  # centre -> 0, edges -> +-1
+    if layer.alpha is None:
+        rgb = F.grid_sample(layer.texture[None], grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return rgb[0], torch.ones_like(rgb[0, :1])
+    both = torch.cat((layer.texture * layer.alpha, layer.alpha))[None]   # premultiplied
+    out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    alpha = out[3:].clamp(0, 1)
+    return out[:3] / alpha.clamp(min=1e-6) * (alpha > 0), alpha
+
+
+def render(scene: Scene, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scene at time s: image (3,H,W) (gain not applied) and depth (1,H,W), alpha-composited."""
+    xs, ys = _screen(scene.height, scene.width)
+    image = torch.zeros(3, scene.height, scene.width)
+    depth = torch.zeros(1, scene.height, scene.width)
+    for layer in scene.layers:
+        u, v = _to_texture(pose_at(layer.start, layer.end, s), xs, ys)
+        rgb, alpha = _sample(layer, u, v)
+        image = image + alpha * (rgb - image)
+        depth = depth + alpha * (layer.depth - depth)
+    return image, depth
+
+
+def flow(scene: Scene, s_from: float, s_to: float) -> torch.Tensor:
+    """Ground-truth flow (2,H,W) in pixels: where each pixel of the frame at s_from is at s_to.
+
+    At soft edges the flows of the layers are composited with the same alphas as the image.
+    """
+    xs, ys = _screen(scene.height, scene.width)
+    out = torch.zeros(2, scene.height, scene.width)
+    for layer in scene.layers:
+        u, v = _to_texture(pose_at(layer.start, layer.end, s_from), xs, ys)
+        _, alpha = _sample(layer, u, v)
+        x1, y1 = _to_screen(pose_at(layer.start, layer.end, s_to), u, v)
+        out = out + alpha * (torch.stack((x1 - xs, y1 - ys)) - out)
+    return out
+
+
+def gain_at(scene: Scene, s: float) -> torch.Tensor:
+    return ((1 - s) * scene.gain0 + s * scene.gain1).view(3, 1, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Textures
+
+
+class _Rng:
+    """Draws from one seeded torch.Generator (CPU), as Python floats/ints or tensors."""
+
+    def __init__(self, seed: int):
+        self.g = torch.Generator().manual_seed(seed)
+
+    def uniform(self, lo: float = 0.0, hi: float = 1.0) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=self.g, dtype=torch.float64))
+
+    def log_uniform(self, lo: float, hi: float) -> float:
+        return math.exp(self.uniform(math.log(lo), math.log(hi)))
+
+    def integer(self, lo: int, hi: int) -> int:
+        """lo <= n <= hi."""
+        return int(torch.randint(lo, hi + 1, (), generator=self.g))
+
+    def chance(self, p: float) -> bool:
+        return self.uniform() < p
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.g)
+
+    def color(self) -> torch.Tensor:
+        return self.rand(3, 1, 1)
+
+
+def fractal_noise(rng: _Rng, channels: int, h: int, w: int) -> torch.Tensor:
+    """Multi-octave value noise (channels,h,w), each channel rescaled to [0,1]."""
+    out = torch.zeros(1, channels, h, w)
+    cells = rng.integer(2, 6)
+    persistence = rng.uniform(0.35, 0.8)
+    amp = 1.0
+    while cells <= max(h, w) // 2:
+        grid = rng.rand(1, channels, cells + 1, cells + 1)
+        out += amp * F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)
+        amp *= persistence
+        cells *= 2
+    lo = out.amin(dim=(2, 3), keepdim=True)
+    hi = out.amax(dim=(2, 3), keepdim=True)
+    return ((out - lo) / (hi - lo).clamp(min=1e-6))[0]
+
+
+def _colorize(rng: _Rng, gray: torch.Tensor) -> torch.Tensor:
+    """(1,h,w) or (3,h,w) values in [0,1] -> RGB between/around random colours."""
+    c0, c1 = rng.color(), rng.color()
+    if gray.shape[0] == 1:
+        return c0 + (c1 - c0) * gray
+    mix = torch.eye(3) * rng.uniform(0.3, 1.0) + (rng.rand(3, 3) - 0.5) * rng.uniform(0.0, 1.0)
+    return (0.5 * (c0 + c1) + torch.einsum("ij,jhw->ihw", mix, gray - 0.5)).clamp(0, 1)
+
+
+def _pattern(rng: _Rng, h: int, w: int) -> torch.Tensor:
+    """Stripes, checks or dots at a random frequency and angle, sharp or soft, coloured."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    a = rng.uniform(0, math.pi)
+    period = rng.log_uniform(3.0, 40.0)
+    p = (xs * math.cos(a) + ys * math.sin(a)) * (2 * math.pi / period) + rng.uniform(0, 6.3)
+    q = (-xs * math.sin(a) + ys * math.cos(a)) * (2 * math.pi / period) + rng.uniform(0, 6.3)
+    kind = rng.integer(0, 2)
+    if kind == 0:
+        wave = torch.sin(p)
+    elif kind == 1:
+        wave = torch.sin(p) * torch.sin(q)
+    else:
+        wave = 1.0 - 2.0 * ((torch.cos(p) + torch.cos(q) + 2) / 4 < rng.uniform(0.2, 0.6)).float()
+    sharp = rng.log_uniform(1.0, 20.0)
+    wave = torch.tanh(sharp * wave) / math.tanh(sharp)
+    return _colorize(rng, (0.5 + 0.5 * wave)[None])
+
+
+def _photo(rng: _Rng, images: Sequence[torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """A random crop of a random picture, rescaled to (h, w), flipped and colour-jittered."""
+    img = images[rng.integer(0, len(images) - 1)]
+    ih, iw = img.shape[-2:]
+    zoom = rng.log_uniform(0.6, 1.6)                    # texture pixels per picture pixel
+    ch, cw = min(ih, max(8, round(h / zoom))), min(iw, max(8, round(w / zoom)))
+    y0, x0 = rng.integer(0, ih - ch), rng.integer(0, iw - cw)
+    crop = img[:, y0:y0 + ch, x0:x0 + cw].float() / 255.0
+    crop = F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    if rng.chance(0.5):
+        crop = crop.flip(-1)
+    if crop.shape[0] == 1 or rng.chance(0.1):            # grey picture: tint it
+        crop = crop.mean(0, keepdim=True) * (0.5 + rng.color())
+    crop = crop * (0.75 + 0.5 * rng.rand(3, 1, 1))       # white balance
+    return crop.clamp(0, 1) ** rng.uniform(0.7, 1.4)
+
+
+def texture(rng: _Rng, images: Sequence[torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """An RGB texture (3,h,w) in [0,1]: photo, noise or pattern, sometimes two mixed, shaded."""
+    def one() -> torch.Tensor:
+        r = rng.uniform()
+        if images and r < 0.55:
+            return _photo(rng, images, h, w)
+        if r < 0.8:
+            n = fractal_noise(rng, rng.integer(1, 3) if rng.chance(0.5) else 3, h, w)
+            return _colorize(rng, n if n.shape[0] != 2 else n[:1])
+        return _pattern(rng, h, w)
+
+    tex = one()
+    if rng.chance(0.35):
+        mask = fractal_noise(rng, 1, h, w)
+        edge = rng.log_uniform(0.02, 0.3)
+        mask = torch.sigmoid((mask - rng.uniform(0.3, 0.7)) / edge)
+        tex = tex + mask * (one() - tex)
+    if rng.chance(0.5):                                    # smooth shading
+        tex = tex * (1 + rng.uniform(0.1, 0.5) * (2 * fractal_noise(rng, 1, h, w) - 1))
+    return tex.clamp(0, 1)
+
+
+def sprite_alpha(rng: _Rng, h: int, w: int) -> torch.Tensor:
+    """A soft-edged (anti-aliased, ~1 texel) shape filling part of an (h, w) canvas: (1,h,w)."""
+    ys, xs = torch.meshgrid(
+        (torch.arange(h, dtype=torch.float32) + 0.5 - h / 2) / (h / 2),
+        (torch.arange(w, dtype=torch.float32) + 0.5 - w / 2) / (w / 2),
+        indexing="ij",
+    )
+    a = rng.uniform(0, math.pi)
+    x, y = xs * math.cos(a) + ys * math.sin(a), -xs * math.sin(a) + ys * math.cos(a)
+    rx, ry = rng.uniform(0.3, 0.95), rng.uniform(0.3, 0.95)
+    kind = rng.integer(0, 2)
+    if kind == 0:        # blob: radius with random harmonics
+        r = torch.sqrt((x / rx) ** 2 + (y / ry) ** 2)
+        theta = torch.atan2(y, x)
+        bound = torch.ones_like(r)
+        for k in range(2, 6):
+            bound = bound + rng.uniform(-0.12, 0.12) * torch.cos(k * theta + rng.uniform(0, 6.3))
+        dist = (r - bound) * min(rx, ry)
+    elif kind == 1:      # ellipse
+        dist = (torch.sqrt((x / rx) ** 2 + (y / ry) ** 2) - 1) * min(rx, ry)
+    else:                # rounded box (superellipse)
+        p = rng.uniform(3.0, 10.0)
+        dist = ((x.abs() / rx) ** p + (y.abs() / ry) ** p) ** (1 / p) - 1
+        dist = dist * min(rx, ry)
+    texel = 2.0 / min(h, w)
+    return (0.5 - dist / texel).clamp(0, 1)[None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pictures from installed packages
+
+
+def package_image_dirs() -> list[Path]:
+    """Folders of sample pictures inside installed packages (found without importing them)."""
+    found = []
+    for package, sub in PACKAGE_IMAGE_DIRS:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            if (Path(root) / sub).is_dir():
+                found.append(Path(root) / sub)
+    return found
+
+
+def load_images(dirs: Sequence[str | Path] | None = None) -> list[torch.Tensor]:
+    """uint8 (C,H,W) tensors (C = 1 or 3) of the pictures in `dirs` (default: the installed
+    packages' sample folders), sorted by name; tiny, synthetic and Middlebury pictures skipped.
+    No pictures found is fine: the generator then uses noise and patterns only."""
+    from PIL import Image
+
+    dirs = package_image_dirs() if dirs is None else [Path(d) for d in dirs]
+    files = sorted({f for d in dirs for f in Path(d).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES})
+    images = []
+    for f in files:
+        if any(s in f.name.lower() for s in SKIPPED_NAMES):
+            continue
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L" if im.mode in ("L", "I;16", "I", "1") else "RGB")
+                arr = np.asarray(im)
+        except OSError:
+            continue
+        if min(arr.shape[:2]) < MIN_IMAGE_SIDE:
+            continue
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        images.append(torch.from_numpy(np.array(arr, copy=True)))
+    return images
+
+
+# ----------------------------------------------------------------------------------------------
+# Clips
+
+
+class Clip(NamedTuple):
+    """frame0, frame1, frame_t (3,H,W) in [0,1]; t; flow01, flow10 (2,H,W) px; depth0, depth1 (1,H,W)."""
+
+    frame0: torch.Tensor
+    frame1: torch.Tensor
+    frame_t: torch.Tensor
+    t: float
+    flow01: torch.Tensor
+    flow10: torch.Tensor
+    depth0: torch.Tensor
+    depth1: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """What the generator draws from. Motions are per layer, frame 0 -> frame 1, in pixels."""
+
+    max_motion: float = 40.0       # largest layer displacement
+    small_motion: float = 6.0      # half of the layers move at most this much (uniform)
+    max_sprites: int = 4
+    pan_chance: float = 0.6        # camera pan (all layers)
+    held_chance: float = 0.05      # a held frame: nothing moves
+    flicker_chance: float = 0.3
+    flicker: float = 0.06          # std of the per-frame gain
+    noise: float = 0.01            # largest sensor-noise std on the inputs
+    middle_chance: float = 0.7     # t = 0.5, else t uniform in [0.1, 0.9]
+
+
+class SyntheticClips(torch.utils.data.Dataset):
+    """An endless, seeded set of clips: `clips[i]` is a `Clip` of `height` x `width` pixels.
+
+    `images`: picture tensors from `load_images` (default: the installed packages' pictures).
+    `t`: a fixed time for every clip (e.g. 0.5 for validation) instead of the random draw.
+    """
+
+    def __init__(self, size: int | tuple[int, int] = 128, seed: int = 0, images: Sequence[torch.Tensor] | None = None,
+                 settings: ClipSettings = ClipSettings(), t: float | None = None, length: int = 2**31 - 1):
+        self.height, self.width = (size, size) if isinstance(size, int) else size
+        self.seed = int(seed)
+        self.images = list(load_images() if images is None else images)
+        self.settings = settings
+        self.t = t
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int) -> _Rng:
+        return _Rng(zlib.crc32(f"dainrt-synthetic:{self.seed}:{index}".encode()))
+
+    def _motion(self, rng: _Rng) -> tuple[float, float]:
+        st = self.settings
+        m = rng.uniform(0.0, st.small_motion) if rng.chance(0.5) else rng.log_uniform(0.5, st.max_motion)
+        a = rng.uniform(0, 2 * math.pi)
+        return m * math.cos(a), m * math.sin(a)
+
+    def scene(self, index: int) -> tuple[Scene, float]:
+        """The scene of clip `index` and its time t."""
+        rng, st = self._rng(index), self.settings
+        h, w = self.height, self.width
+        held = rng.chance(st.held_chance)
+        pan = self._motion(rng) if rng.chance(st.pan_chance) else (0.0, 0.0)
+        pan = (pan[0] * 0.5, pan[1] * 0.5)
+
+        def poses(x, y, own, turn, zoom, scale) -> tuple[Pose, Pose]:
+            start = Pose(x, y, rng.uniform(-math.pi, math.pi), scale)
+            if held:
+                return start, start
+            end = Pose(x + own[0] + pan[0], y + own[1] + pan[1], start.angle + turn, scale * math.exp(zoom))
+            return start, end
+
+        layers = []
+        side = 2 * max(h, w)      # background canvas: room for pans and turns
+        bg = poses(w / 2 + rng.uniform(-8, 8), h / 2 + rng.uniform(-8, 8),
+                   self._motion(rng) if rng.chance(0.3) else (0.0, 0.0),
+                   rng.uniform(-0.03, 0.03) if rng.chance(0.3) else 0.0,
+                   rng.uniform(-0.06, 0.06) if rng.chance(0.3) else 0.0, rng.log_uniform(0.8, 1.25))
+        layers.append(Layer(texture(rng, self.images, side, side), None, 100.0, *bg))
+        n = rng.integer(0, st.max_sprites)
+        depths = sorted((rng.uniform(1.0, 50.0) for _ in range(n)), reverse=True)
+        for depth in depths:
+            size = rng.integer(max(16, min(h, w) // 4), max(h, w))
+            tex_side = max(16, int(size / rng.uniform(0.8, 1.2)))
+            scale = size / tex_side
+            alpha = sprite_alpha(rng, tex_side, tex_side)
+            start, end = poses(rng.uniform(0, w), rng.uniform(0, h), self._motion(rng),
+                               rng.uniform(-0.15, 0.15) if rng.chance(0.5) else 0.0,
+                               rng.uniform(-0.1, 0.1) if rng.chance(0.4) else 0.0, scale)
+            layers.append(Layer(texture(rng, self.images, tex_side, tex_side), alpha, depth, start, end))
+
+        scene = Scene(h, w, layers)
+        if rng.chance(st.flicker_chance):
+            scene.gain0, scene.gain1 = (1 + st.flicker * (torch.randn((), generator=rng.g) + 0.3 * torch.randn(3, generator=rng.g)).clamp(-3, 3)
+                                        for _ in range(2))
+        t = self.t if self.t is not None else (0.5 if rng.chance(st.middle_chance) else rng.uniform(0.1, 0.9))
+        return scene, float(t)
+
+    def __getitem__(self, index: int) -> Clip:
+        scene, t = self.scene(index)
+        rng = self._rng(index + (1 << 40))          # noise stream, independent of the scene draws
+        frames, depths = [], []
+        for s in (0.0, 1.0, t):
+            image, depth = render(scene, s)
+            frames.append((image * gain_at(scene, s)).clamp(0, 1))
+            depths.append(depth)
+        noise = rng.uniform(0, self.settings.noise)
+        for i in (0, 1):        # inputs: sensor noise and 8-bit rounding; the target stays exact
+            noisy = frames[i] + noise * torch.randn(frames[i].shape, generator=rng.g)
+            frames[i] = (noisy.clamp(0, 1) * 255).round() / 255
+        return Clip(frames[0], frames[1], frames[2], t, flow(scene, 0.0, 1.0), flow(scene, 1.0, 0.0), depths[0], depths[1])
+
+
+def collate(clips: Sequence[Clip]) -> Clip:
+    """Stack clips into a batch: tensors get a leading batch dim, t becomes a (B,) tensor."""
+    return Clip(*(torch.tensor([c.t for c in clips], dtype=torch.float32) if name == "t"
+                  else torch.stack([getattr(c, name) for c in clips]) for name in Clip._fields))

@@ -1,0 +1,396 @@
+"""Train a DAIN of any width on procedural clips (`synthetic.py`): seeded and resumable.
+
+Two phases, both supervised by what the generator knows:
+
+* ``flow``: PWC-Net alone, against the generator's ground-truth flow (multi-scale end-point
+  error on every decoder level). Cheap, and the fastest way for a new model to learn motion.
+* ``full``: the whole network end to end, Charbonnier loss on the rectified output against the
+  rendered in-between frame (the official loss), with the official per-module learning-rate
+  multipliers (flow x0.01, depth x0.001). A multiplier of 0 freezes that module: it then runs
+  without autograd, so the flow projection fills its holes exactly as at inference.
+
+Both use Adamax (official), the learning rate following a cosine from ``lr`` down to 10 % of it
+over ``steps``. A fresh model is He-initialised (PWC's feature pyramid then normalised on
+generated frames, `center_features`) and starts as a flow-warped blend: the kernel
+heads' last conv gives plain bilinear taps (1 on the inner 2x2, 0 elsewhere), the rectify net's
+last conv gives 0 and the depth net's last conv gives log-depth 0 (equal projection weights).
+
+State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
+``save_every`` steps and at the end; ``resume=True`` continues from it. The model with the best
+validation PSNR (held-out clips, t = 0.5, inference mode) is kept as ``OUT/best.pth`` and, in
+FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`).
+Every log line is also appended as JSON to ``OUT/log.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dainrt.checkpoint import load_checkpoint, save_checkpoint
+from dainrt.errors import DainrtError
+from dainrt.model import DAIN, ModelConfig
+
+from .synthetic import ClipSettings, SyntheticClips, collate, load_images
+
+STATE_FORMAT = "dainrt-train-state-1"
+FLOW_LEVELS = (6, 5, 4, 3, 2)
+# Weights of the per-level mean EPEs (px) next to the final output's (weight 1). The official
+# PWC weights (0.32 .. 0.005) apply to *sums* over pixels; on means they over-weight the coarse
+# levels 64-fold and flow learning stalls. These keep the official balance on means.
+FLOW_LEVEL_WEIGHTS = {6: 0.08, 5: 0.16, 4: 0.24, 3: 0.32, 2: 0.64}
+CHARBONNIER_EPS = 1e-6
+VAL_SEED_OFFSET = 1_000_003          # validation clips come from another seed: never trained on
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    phase: str = "full"              # "flow" or "full"
+    width: float = 0.5
+    size: int = 128                  # square crops, a multiple of 64
+    batch: int = 4
+    steps: int = 1000
+    lr: float = 5e-4
+    flow_lr_mult: float = 0.01
+    depth_lr_mult: float = 0.001
+    flow_loss: float = 0.0           # full phase: weight of the supervised flow loss (0: off)
+    feature_lr_mult: float = 1.0     # flow phase: PWC's feature pyramid (0: keep its initial weights)
+    max_motion: float = 40.0         # largest layer motion (px) in the training clips
+    seed: int = 0
+    init: str | None = None          # start from these weights (dainrt or official checkpoint)
+    images: list[str] | None = None  # picture folders for textures (None: installed packages')
+    val_clips: int = 16
+    val_every: int = 200
+    save_every: int = 50
+    log_every: int = 10
+    max_minutes: float | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.phase not in ("flow", "full"):
+            raise DainrtError(f"--phase must be 'flow' or 'full', got {self.phase!r}")
+        if self.size % 64 or self.size < 64:
+            raise DainrtError(f"--size must be a multiple of 64, got {self.size}")
+        if self.batch < 1 or self.steps < 0:
+            raise DainrtError("--batch must be >= 1 and --steps >= 0")
+
+
+# ----------------------------------------------------------------------------------------------
+# Model set-up
+
+
+def start_as_warped_blend(model: DAIN) -> DAIN:
+    """He-initialise every conv (PyTorch's default init leaves PWC's features so small that its
+    cost volumes carry no signal), then set the output convs so that the untrained network is a
+    flow-warped blend."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                leaky = 0.1 if name.startswith("flownets") else 0.0
+                torch.nn.init.kaiming_normal_(module.weight, a=leaky, nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    module.bias.zero_()
+        # PWC starts predicting no motion, and its x2 flow upsamplers start bilinear.
+        net = model.flownets
+        for lvl in (6, 5, 4, 3, 2):
+            getattr(net, f"predict_flow{lvl}").weight.zero_()
+            up = getattr(net, f"deconv{lvl}").weight       # (2, 2, 4, 4), stride 2, padding 1
+            up.zero_()
+            tap = torch.tensor([0.25, 0.75, 0.75, 0.25])
+            up[0, 0] = up[1, 1] = tap[:, None] * tap[None, :]
+        net.dc_conv7.weight.zero_()
+        for head in (model.initScaleNets_filter1, model.initScaleNets_filter2):
+            last = head[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[[5, 6, 9, 10]] = 1.0        # inner 2x2 taps: plain bilinear sampling
+        rect = model.rectifyNet.block5[0]
+        rect.weight.zero_()
+        rect.bias.zero_()
+        depth_out = model.depthNet[-1]
+        depth_out.weight.zero_()
+        depth_out.bias.zero_()
+    return model
+
+
+@torch.no_grad()
+def center_features(flow_net: torch.nn.Module, images: torch.Tensor) -> None:
+    """Data-dependent init of PWC's feature pyramid: each conv's outputs get zero mean and unit
+    std per channel on `images` (B,3,H,W). Random features are then already discriminative: the
+    cost volumes peak at the true displacement from the first step (with PyTorch's or He's init
+    alone they are dominated by a constant, learning stalls and the features collapse)."""
+    x = images
+    for lvl in range(1, 7):
+        for suffix in ("aa", "a", "b") if lvl == 6 else ("a", "aa", "b"):
+            block = getattr(flow_net, f"conv{lvl}{suffix}")
+            conv = block[0]
+            pre = conv(x)
+            mean, std = pre.mean((0, 2, 3)), pre.std((0, 2, 3)).clamp(min=1e-6)
+            conv.weight.div_(std.view(-1, 1, 1, 1))
+            conv.bias.copy_((conv.bias - mean) / std)
+            x = block(x)
+
+
+def build_model(cfg: TrainConfig, images: list[torch.Tensor] | None = None) -> DAIN:
+    """The model to train: `cfg.init`'s weights, or a fresh one (see the module docstring)."""
+    if cfg.init:
+        state_dict, config = load_checkpoint(cfg.init)
+        model = DAIN(config)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+        return model
+    torch.manual_seed(cfg.seed)
+    model = start_as_warped_blend(DAIN(ModelConfig(cfg.width)))
+    clips = SyntheticClips(cfg.size, seed=cfg.seed + 2 * VAL_SEED_OFFSET, images=images or [])
+    center_features(model.flownets, torch.cat([torch.stack((c.frame0, c.frame1)) for c in (clips[i] for i in range(8))]))
+    return model
+
+
+def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Module]]:
+    """Optimizer parameter groups (lr multiplier per module) and the frozen modules (0)."""
+    if cfg.phase == "flow":
+        mults = {"flownets": 1.0}
+    else:
+        mults = {"flownets": cfg.flow_lr_mult, "depthNet": cfg.depth_lr_mult}
+    groups, frozen = [], []
+    for name, module in model.named_children():
+        mult = mults.get(name, 0.0 if cfg.phase == "flow" else 1.0)
+        if mult == 0:
+            module.requires_grad_(False)
+            frozen.append(module)
+            continue
+        params = dict(module.named_parameters())
+        if name == "flownets" and cfg.phase == "flow" and cfg.feature_lr_mult != 1.0:
+            # The pyramid convs are conv{level}{a,aa,b}; decoders are conv{level}_{j} and others.
+            features = {k: p for k, p in params.items() if re.fullmatch(r"conv\d(a|aa|b)\..*", k)}
+            if cfg.feature_lr_mult == 0:
+                for p in features.values():
+                    p.requires_grad_(False)
+            else:
+                groups.append({"params": list(features.values()), "lr": cfg.lr * cfg.feature_lr_mult, "name": "features"})
+            params = {k: p for k, p in params.items() if k not in features}
+        groups.append({"params": list(params.values()), "lr": cfg.lr * mult, "name": name})
+    return groups, frozen
+
+
+def _set_train(model: DAIN, frozen: list[torch.nn.Module]) -> None:
+    model.train()
+    for module in frozen:
+        module.eval()            # frozen BatchNorm keeps its running statistics
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+
+def charbonnier(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt((x - y) ** 2 + CHARBONNIER_EPS**2).mean()
+
+
+def _epe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(pred - target, dim=1).mean()
+
+
+class FlowLevels:
+    """Captures PWC's per-level predictions (flow / 20, full-res px) with forward hooks."""
+
+    def __init__(self, flow_net: torch.nn.Module):
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.handles = [
+            getattr(flow_net, f"predict_flow{lvl}").register_forward_hook(self._hook(lvl)) for lvl in FLOW_LEVELS
+        ]
+
+    def _hook(self, lvl: int):
+        def hook(_module, _inputs, output):
+            self.outputs[lvl] = output
+        return hook
+
+    def loss(self, final: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """Multi-scale EPE in px: the final (B,2,H/4,W/4) px flow plus every level, vs gt (B,2,H,W)."""
+        total = _epe(final, F.avg_pool2d(gt, 4))
+        for lvl, pred in self.outputs.items():
+            f = 2**lvl
+            total = total + FLOW_LEVEL_WEIGHTS[lvl] * _epe(20.0 * pred, F.avg_pool2d(gt, f))
+        self.outputs.clear()
+        return total
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def pwc_flow(model: DAIN, image0: torch.Tensor, image1: torch.Tensor) -> torch.Tensor:
+    """PWC flow 0->1 in full-res pixels at quarter resolution (B,2,H/4,W/4)."""
+    net = model.flownets
+    return 20.0 * net.decode(net.pyramid(image0), net.pyramid(image1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (peak 1) of (B,C,H,W) tensors."""
+    mse = ((x - y) ** 2).flatten(1).mean(1).clamp(min=1e-12)
+    return -10 * torch.log10(mse)
+
+
+@torch.no_grad()
+def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[str, float]:
+    """Mean PSNR of the network and of the 50/50 blend on the validation clips (t = 0.5), and
+    the mean EPE (px) of the network's flow 0->1 at quarter resolution."""
+    model.eval()
+    out = {"val_psnr": 0.0, "val_blend_psnr": 0.0, "val_epe": 0.0}
+    n = 0
+    for i in range(0, len(clips), batch):
+        c = collate(clips[i:i + batch])
+        f0, f1, gt = c.frame0.to(device), c.frame1.to(device), c.frame_t.to(device)
+        pred = model(f0, f1, c.t.to(device)).clamp(0, 1)
+        out["val_psnr"] += float(psnr(pred, gt).sum())
+        out["val_blend_psnr"] += float(psnr((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt).sum())
+        out["val_epe"] += float(_epe(pwc_flow(model, f0, f1), F.avg_pool2d(c.flow01.to(device), 4)) * len(f0))
+        n += len(f0)
+    return {k: v / n for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _save_state(path: Path, model, optimizer, cfg: TrainConfig, step: int, best: float, elapsed: float) -> None:
+    payload = {
+        "format": STATE_FORMAT,
+        "train_config": asdict(cfg),
+        "model_config": model.config.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "best_val_psnr": best,
+        "elapsed_s": elapsed,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def save_fp16(model: DAIN, path: str | Path) -> Path:
+    """A dainrt checkpoint with float tensors stored as FP16 (load_model widens them to FP32)."""
+    sd = {k: (v.detach().half() if v.is_floating_point() else v.detach()) for k, v in model.state_dict().items()}
+    return save_checkpoint(sd, model.config, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+    """Run (or continue) training; returns the last validation metrics."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg.device)
+    state_path = out / "last.pth"
+    state = None
+    images = load_images(cfg.images)
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("format") != STATE_FORMAT:
+            raise DainrtError(f"{state_path} is not a dainrt training state")
+        saved = dict(state["train_config"])
+        # The run's recipe comes from the state; only how long to go on may change.
+        saved.update(out=cfg.out, steps=cfg.steps, max_minutes=cfg.max_minutes, device=cfg.device)
+        cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+        model = DAIN(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+    else:
+        model = build_model(cfg, images)
+    model.to(device)
+    groups, frozen = _groups(model, cfg)
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    optimizer = torch.optim.Adamax(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    step, best, elapsed = 0, -math.inf, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        step, best, elapsed = state["step"], state["best_val_psnr"], state["elapsed_s"]
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        torch.manual_seed(cfg.seed)
+
+    data = SyntheticClips(cfg.size, seed=cfg.seed, images=images,
+                          settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion)))
+    val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5)
+    val_clips = [val_set[i] for i in range(cfg.val_clips)]
+    # One worker renders clips while the main process trains (it uses one thread of its own).
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=cfg.batch, sampler=range(step * cfg.batch, cfg.steps * cfg.batch),
+        num_workers=1, collate_fn=collate, prefetch_factor=4, persistent_workers=False,
+    ) if step < cfg.steps else []
+    levels = FlowLevels(model.flownets)
+    log(f"dainrt train: phase {cfg.phase}, width {model.config.width}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(images)} pictures for textures, device {device}, step {step} of {cfg.steps}")
+
+    def emit(record: dict) -> None:
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+
+    def checkpoint_and_validate(step: int, elapsed: float) -> dict:
+        nonlocal best
+        metrics = validate(model, val_clips, device)
+        if metrics["val_psnr"] > best:
+            best = metrics["val_psnr"]
+            save_checkpoint(model, model.config, out / "best.pth")
+            save_fp16(model, out / "best-fp16.pth")
+        emit({"step": step, "elapsed_s": round(elapsed, 1), **metrics, "best_val_psnr": best})
+        _set_train(model, frozen)
+        return metrics
+
+    start = time.monotonic() - elapsed          # elapsed counts every run of this training
+    this_run = time.monotonic()
+    metrics = {}
+    _set_train(model, frozen)
+    running, window = [], time.monotonic()
+    for batch in loader:
+        f0, f1, gt = batch.frame0.to(device), batch.frame1.to(device), batch.frame_t.to(device)
+        flow01 = batch.flow01.to(device)
+        if cfg.phase == "flow":
+            loss = levels.loss(pwc_flow(model, f0, f1), flow01)
+        else:
+            loss = charbonnier(model(f0, f1, batch.t.to(device)), gt)
+            levels.outputs.clear()
+            if cfg.flow_loss and cfg.flow_lr_mult:
+                loss = loss + cfg.flow_loss * levels.loss(pwc_flow(model, f0, f1), flow01)
+        for group in optimizer.param_groups:      # cosine decay to 10 % over the planned steps
+            group["lr"] = group["base_lr"] * (0.55 + 0.45 * math.cos(math.pi * min(step / max(cfg.steps, 1), 1.0)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running.append(loss.item())
+        elapsed = time.monotonic() - start
+        if step % cfg.log_every == 0:
+            emit({"step": step, "loss": sum(running) / len(running), "elapsed_s": round(elapsed, 1),
+                  "s_per_step": round((time.monotonic() - window) / len(running), 2)})
+            running, window = [], time.monotonic()
+        out_of_time = cfg.max_minutes is not None and (time.monotonic() - this_run) / 60 >= cfg.max_minutes
+        if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
+            metrics = checkpoint_and_validate(step, elapsed)
+        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
+            _save_state(state_path, model, optimizer, cfg, step, best, elapsed)
+        if out_of_time:
+            log(f"dainrt train: stopped at step {step}: --max-minutes {cfg.max_minutes} reached")
+            break
+    levels.remove()
+    if not metrics:
+        metrics = checkpoint_and_validate(step, elapsed)
+        _save_state(state_path, model, optimizer, cfg, step, best, elapsed)
+    return metrics
