@@ -1,0 +1,123 @@
+"""`dainrt compare`: the original next to the interpolated film, the clip an animator shares.
+
+Each frame of the interpolated film is placed on the right; on the left, the original frame
+that is on screen at that moment (held until the next one, so the original's stutter shows).
+`slow` plays the result N times slower (timestamps x N, the rate / N). The clip has no audio.
+Labels ("original", "dainrt") are drawn with Pillow's built-in font. H.264 (libx264, CRF 18,
+yuv420p) in whatever container the name asks for; written under a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from dainrt.errors import DainrtError
+
+from .decode import Decoder, probe
+from .encode import write_error
+
+LABELS = ("original", "dainrt")
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    pic = Image.fromarray(image)
+    draw = ImageDraw.Draw(pic)
+    x, y = 4, 4
+    box = draw.textbbox((x, y), text)
+    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+    draw.text((x, y), text, fill=(255, 255, 255))
+    return np.asarray(pic)
+
+
+def _frames(info):
+    with Decoder(info, images=False) as decoder:
+        for df in decoder:
+            yield df
+
+
+def compare(original: str, interpolated: str, output: str, slow: int = 1, labels: bool = True,
+            input_fps: Fraction | None = None) -> dict:
+    """Write the side-by-side clip; returns {"frames", "rate", "duration"}."""
+    import av
+
+    if slow < 1:
+        raise DainrtError(f"--slow must be 1 or more, got {slow}")
+    out = Path(output)
+    if out.suffix == "":
+        raise DainrtError(f"{out}: give the output a file extension such as .mp4")
+    if not out.parent.is_dir():
+        raise DainrtError(f"cannot write {out}: folder {out.parent} does not exist")
+    a = probe(original, input_fps)
+    b = probe(interpolated)
+    h = b.height
+    wa = max(2, round(a.width * h / a.height))
+    width = wa + b.width
+    width += width % 2
+    height = h + h % 2
+    # exact times: a constant-rate film is re-timed on its own grid, a variable one by its pts
+    rate = (b.timeline.rate / slow) if b.timeline.rate else None
+    tb = 1 / rate if rate is not None else b.timeline.time_base * slow
+    tmp = out.with_name(f".{out.name}.part{out.suffix}")
+    n = 0
+    try:
+        container = av.open(str(tmp), "w")
+    except ValueError:
+        raise DainrtError(f"{out}: unknown output format {out.suffix!r}") from None
+    except (av.error.FFmpegError, OSError) as err:
+        raise write_error(out, err) from None
+    try:
+        stream = container.add_stream("libx264", rate=(rate or Fraction(b.timeline.frames) / b.timeline.duration).limit_denominator(1_000_000),
+                                      options={"crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = tb
+        stream.time_base = tb
+        left_iter = _frames(a)
+        current = next(left_iter, None)
+        upcoming = next(left_iter, None)
+        for df in _frames(b):
+            # the original frame on screen at this moment: the last one starting at or before it
+            while upcoming is not None and upcoming.time <= df.time:
+                current, upcoming = upcoming, next(left_iter, None)
+            left = current.frame.reformat(width=wa, height=h, format="rgb24").to_ndarray()
+            right = df.frame.to_ndarray(format="rgb24")
+            canvas = np.zeros((height, width, 3), np.uint8)
+            if labels:
+                left, right = _label(left, LABELS[0]), _label(right, LABELS[1])
+            canvas[:h, :wa] = left
+            canvas[:h, wa:wa + b.width] = right
+            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24").reformat(format="yuv420p")
+            if rate is not None:
+                frame.pts = round((df.time - b.timeline.start) * b.timeline.rate)
+            else:
+                frame.pts = df.pts - b.pts[0]
+            frame.time_base = tb
+            for p in stream.encode(frame):
+                container.mux(p)
+            n += 1
+        for p in stream.encode(None):
+            container.mux(p)
+        container.close()
+        os.replace(tmp, out)
+    except DainrtError:
+        _discard(container, tmp)
+        raise
+    except (av.error.FFmpegError, OSError) as err:
+        _discard(container, tmp)
+        raise write_error(out, err) from None
+    except BaseException:
+        _discard(container, tmp)
+        raise
+    return {"frames": n, "rate": rate, "duration": float(b.timeline.duration * slow)}
+
+
+def _discard(container, tmp: Path) -> None:
+    try:
+        container.close()
+    except Exception:  # noqa: BLE001
+        pass
+    tmp.unlink(missing_ok=True)

@@ -1,0 +1,377 @@
+"""Reading the input: probe (one demux pass, no decoding), then a decode thread.
+
+`probe(path)` opens the input, demuxes the video stream's packets once to learn every frame's
+timestamp (exact timing, the frame count for progress, truncation before any work is done), and
+decodes the first frame for the pixel format, bit depth and colour metadata.
+
+`Decoder` is a thread that decodes into a bounded queue (`QUEUE_FRAMES` frames, so memory stays
+flat on a feature film): each item carries the `av.VideoFrame`, its exact time, a thumbnail for
+the scene/duplicate detector and, when asked, the picture as RGB numpy: `rgb24` (uint8) for
+8-bit input, `rgb48le` (uint16) for deeper input. Conversion to RGB follows the frame's own
+matrix and range (unspecified matrix: BT.601, FFmpeg's default; unspecified range: limited).
+
+Inputs: any file FFmpeg reads, or an image sequence given as a printf pattern
+(`frames/%05d.png`): FFmpeg's image2 demuxer reads it at `--input-fps` (default 24) with the
+first number found among 0-4, as `ffmpeg -i` does. Alpha is dropped with a warning (DAIN
+interpolates RGB).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+
+from dainrt.errors import DainrtError
+
+from .scenes import thumbnail
+from .timing import Timeline
+
+QUEUE_FRAMES = 8
+DEFAULT_SEQUENCE_RATE = Fraction(24)
+_PATTERN = re.compile(r"%0?\d*d")
+_END = object()
+
+
+def is_image_sequence(path: str | os.PathLike) -> bool:
+    """True for a printf-style picture pattern such as `frames/%05d.png`."""
+    return bool(_PATTERN.search(os.fspath(path)))
+
+
+def _av_message(err: BaseException) -> str:
+    text = getattr(err, "strerror", None) or str(err)
+    return str(text).split(": '")[0].strip() or type(err).__name__
+
+
+@dataclass
+class InputInfo:
+    """What `probe` learnt about the input."""
+
+    path: str
+    image_sequence: bool
+    sequence_rate: Fraction | None
+    format_name: str
+    codec: str
+    stream_index: int
+    width: int
+    height: int
+    pix_fmt: str
+    bits: int
+    is_rgb: bool
+    has_alpha: bool
+    color_range: int
+    colorspace: int
+    color_primaries: int
+    color_trc: int
+    timeline: Timeline
+    pts: list[int]
+    declared_duration: Fraction | None
+    other_streams: list[tuple[int, str, str]] = field(default_factory=list)   # (index, type, codec)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rgb_format(self) -> str:
+        """The numpy working format: rgb24 for 8-bit, rgb48le for deeper input."""
+        return "rgb48le" if self.bits > 8 else "rgb24"
+
+    @property
+    def dtype(self):
+        return np.uint16 if self.bits > 8 else np.uint8
+
+
+def open_input(path: str | os.PathLike, sequence_rate: Fraction | None = None):
+    """`av.open` with one-line errors; image-sequence patterns go through image2."""
+    import av
+
+    path = os.fspath(path)
+    try:
+        if is_image_sequence(path):
+            rate = sequence_rate or DEFAULT_SEQUENCE_RATE
+            folder = os.path.dirname(path) or "."
+            if not os.path.isdir(folder):
+                raise DainrtError(f"cannot read {path}: folder {folder} does not exist")
+            return av.open(path, format="image2", options={"framerate": f"{rate.numerator}/{rate.denominator}"})
+        if not os.path.exists(path):
+            raise DainrtError(f"cannot read {path}: no such file")
+        if os.path.isdir(path):
+            raise DainrtError(f"cannot read {path}: it is a folder (for pictures use a pattern like {path}/%05d.png)")
+        if os.path.getsize(path) == 0:
+            raise DainrtError(f"cannot read {path}: the file is empty")
+        return av.open(path)
+    except DainrtError:
+        raise
+    except FileNotFoundError:
+        raise DainrtError(f"cannot read {path}: no pictures match that pattern" if is_image_sequence(path)
+                          else f"cannot read {path}: no such file") from None
+    except PermissionError:
+        raise DainrtError(f"cannot read {path}: permission denied") from None
+    except EOFError:
+        raise DainrtError(f"cannot read {path}: it ends before its first frame (no video frames, or truncated)") from None
+    except (av.error.FFmpegError, OSError) as err:
+        raise DainrtError(
+            f"cannot read {path}: not a video FFmpeg understands, or the file is truncated ({_av_message(err)})"
+        ) from None
+
+
+def _declared_duration(container, stream) -> Fraction | None:
+    """The video stream's duration as the file states it (header/index), if it states one."""
+    if stream.duration and stream.time_base:
+        return stream.duration * Fraction(stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if tag:
+        m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", tag.strip())
+        if m:
+            return Fraction(int(m.group(1)) * 3600 + int(m.group(2)) * 60) + Fraction(m.group(3))
+    if container.duration and len(container.streams) == 1:
+        return Fraction(container.duration, 1_000_000)
+    return None
+
+
+def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_frames: int | None = None) -> InputInfo:
+    """Open, demux the video packets once and decode the first frame (see module docstring)."""
+    import av
+
+    path = os.fspath(path)
+    seq = is_image_sequence(path)
+    container = open_input(path, sequence_rate)
+    try:
+        if not container.streams.video:
+            raise DainrtError(f"{path} holds no video (no video stream, or a stream without frames)")
+        stream = container.streams.video[0]
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
+        rate_hint = None
+        for r in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+            if r:
+                rate_hint = Fraction(r)
+                break
+        pts: list[int] = []
+        last_duration = None
+        ticks = max(1, round(1 / (rate_hint * tb))) if rate_hint else 1
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                p = packet.pts if packet.pts is not None else packet.dts
+                if p is None:
+                    p = (pts[-1] + ticks) if pts else 0
+                pts.append(p)
+                last_duration = packet.duration
+        except av.error.FFmpegError as err:
+            raise DainrtError(
+                f"cannot read {path}: damaged after {len(pts)} frames ({_av_message(err)})"
+            ) from None
+        pts = sorted(set(pts))
+        if not pts:
+            raise DainrtError(f"{path} holds no video frames")
+        declared = _declared_duration(container, stream)
+        other = [(s.index, s.type, s.codec_context.name if s.codec_context else "?")
+                 for s in container.streams if s.index != stream.index]
+        fmt_name = container.format.name
+        codec_name = stream.codec_context.name
+    finally:
+        container.close()
+
+    first = _first_frame(path, sequence_rate)
+    if first is None:
+        raise DainrtError(f"{path} has no decodable video frames")
+    fmt = first.format
+    timeline_full = Timeline.from_timestamps(pts, tb, rate_hint, last_duration)
+    if declared is not None and not seq:
+        shortfall = declared - timeline_full.duration - timeline_full.start
+        limit = max(Fraction(1, 2), 2 / (timeline_full.rate or rate_hint or Fraction(25)))
+        if shortfall > limit:
+            raise DainrtError(
+                f"{path} is truncated: its header says {float(declared):.3f} s of video but the frames end at "
+                f"{float(timeline_full.end):.3f} s (re-copy or re-export the file)"
+            )
+    timeline = timeline_full
+    if max_frames is not None and max_frames < len(pts):
+        timeline = Timeline.from_timestamps(pts, tb, rate_hint, last_duration, truncate_after=max_frames)
+        pts = pts[:max_frames]
+    bits = max(c.bits for c in fmt.components)
+    has_alpha = any(c.is_alpha for c in fmt.components)
+    info = InputInfo(
+        path=path, image_sequence=seq, sequence_rate=(sequence_rate or DEFAULT_SEQUENCE_RATE) if seq else None,
+        format_name=fmt_name, codec=codec_name, stream_index=stream.index,
+        width=first.width, height=first.height, pix_fmt=fmt.name, bits=bits, is_rgb=fmt.is_rgb,
+        has_alpha=has_alpha, color_range=int(first.color_range), colorspace=int(first.colorspace),
+        color_primaries=int(first.color_primaries), color_trc=int(first.color_trc),
+        timeline=timeline, pts=pts, declared_duration=declared, other_streams=other,
+    )
+    if has_alpha:
+        info.notes.append(f"the input has an alpha channel ({fmt.name}); it is dropped: dainrt interpolates RGB")
+    return info
+
+
+def _first_frame(path: str, sequence_rate):
+    import av
+
+    container = open_input(path, sequence_rate)
+    try:
+        for frame in container.decode(video=0):
+            return frame
+    except av.error.FFmpegError as err:
+        raise DainrtError(f"cannot decode {path}: {_av_message(err)}") from None
+    finally:
+        container.close()
+    return None
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    pts: int
+    time: Fraction
+    frame: object                   # av.VideoFrame
+    thumb: np.ndarray
+    image: np.ndarray | None = None  # RGB (uint8 or uint16) when asked for
+    staged: object = None            # `prepare(image)`: e.g. the frame on its way to the GPU
+
+
+class Decoder:
+    """A decode thread feeding a bounded queue; iterate it for `DecodedFrame`s in order.
+
+    `start` (an input pts) resumes: the container seeks to the keyframe before it and frames
+    before it are skipped; `start_index` is that frame's index. `images` asks for RGB arrays;
+    `prepare(image)` may transform each (e.g. upload to the GPU) inside the thread.
+    """
+
+    def __init__(self, info: InputInfo, images: bool = True, start: int | None = None, start_index: int = 0,
+                 queue_frames: int = QUEUE_FRAMES, prepare=None):
+        self.info = info
+        self.images = images
+        self.start_pts = start
+        self.start_index = start_index
+        self.prepare = prepare
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_frames)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.dropped = 0          # frames with a timestamp out of order or repeated
+        self.frames = 0
+        self._thread = threading.Thread(target=self._run, name="dainrt-decode", daemon=True)
+
+    def start(self) -> "Decoder":
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> "Decoder":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        while self._thread.is_alive():
+            try:                              # unblock a put() waiting on a full queue
+                self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.05)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        while True:
+            try:
+                item = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                if not self._thread.is_alive() and self.queue.empty():
+                    if self.error is not None:
+                        raise self.error
+                    return
+                continue
+            if item is _END:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def _run(self) -> None:
+        import av
+
+        info = self.info
+        timeline = info.timeline
+        last_pts = None
+        index = self.start_index
+        limit_pts = info.pts[-1]
+        container = None
+        try:
+            container = open_input(info.path, info.sequence_rate)
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if self.start_pts is not None and self.start_pts > info.pts[0]:
+                try:
+                    container.seek(self.start_pts, stream=stream, backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    container.close()
+                    container = open_input(info.path, info.sequence_rate)
+                    stream = container.streams.video[0]
+            found_start = self.start_pts is None
+            n = 0
+            for frame in container.decode(stream):
+                if self.stop.is_set():
+                    return
+                pts = frame.pts
+                if pts is None:
+                    pts = info.pts[min(n, len(info.pts) - 1)]
+                n += 1
+                if pts > limit_pts:
+                    break                                   # --max-frames
+                if self.start_pts is not None:
+                    if pts < self.start_pts:
+                        continue
+                    if not found_start:
+                        if pts != self.start_pts:
+                            raise DainrtError(
+                                f"cannot resume: the frame at {float(pts * timeline.time_base):.3f} s of "
+                                f"{info.path} is gone (was the input changed?)"
+                            )
+                        found_start = True
+                if last_pts is not None and pts <= last_pts:
+                    self.dropped += 1                       # broken or repeated timestamp
+                    continue
+                if (frame.width, frame.height) != (info.width, info.height):
+                    raise DainrtError(
+                        f"{info.path}: the frame size changes at {float(pts * timeline.time_base):.3f} s "
+                        f"({info.width}x{info.height} -> {frame.width}x{frame.height}); dainrt needs one size"
+                    )
+                time = timeline.time(pts)
+                if timeline.rate is not None:
+                    index = timeline.grid_index(time)
+                elif last_pts is not None:
+                    index += 1
+                last_pts = pts
+                image = staged = None
+                if self.images:
+                    image = frame.to_ndarray(format=info.rgb_format)
+                    staged = self.prepare(image) if self.prepare is not None else image
+                item = DecodedFrame(index, pts, time, frame, thumbnail(frame), image, staged)
+                self.frames += 1
+                if not self._put(item):
+                    return
+            if self.start_pts is not None and not found_start:
+                raise DainrtError(f"cannot resume: {info.path} ends before the point the run stopped at")
+        except DainrtError as err:
+            self.error = err
+        except av.error.FFmpegError as err:
+            where = f" after {float(last_pts * timeline.time_base):.3f} s" if last_pts is not None else ""
+            self.error = DainrtError(f"cannot decode {info.path}: damaged{where} ({_av_message(err)})")
+        except BaseException as err:  # noqa: BLE001 - a bug: re-raised in the consuming thread
+            self.error = err
+        finally:
+            if container is not None:
+                container.close()
+            self._put(_END)
