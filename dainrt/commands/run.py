@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     when.add_argument("--fps", type=_rate, metavar="RATE", help="output frame rate: 60, 59.94, 60000/1001, ...")
     when.add_argument("--factor", type=_positive_int, metavar="N", help="N times the input frame rate")
     p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache)")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--report", metavar="PATH", help="write a JSON report (frame counts, rates, scene cuts, held frames, timing)")
     p.add_argument("--dedup", action="store_true",
