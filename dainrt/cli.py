@@ -7,7 +7,7 @@ import sys
 
 from dainrt.errors import DainrtError
 
-COMMANDS = ["interpolate", "weights"]
+COMMANDS = ["interpolate", "weights", "train", "eval", "bench", "build_engine", "engines", "export", "run", "compare"]
 
 
 def build_parser() -> argparse.ArgumentParser:

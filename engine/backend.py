@@ -28,6 +28,7 @@ class Backend(Protocol):
 # name -> "module:factory"; factories take (model, device, **options) and return a Backend.
 _REGISTRY: dict[str, str] = {
     "torch": "dainrt.engine.torch_backend:TorchBackend",
+    "onnxruntime": "dainrt.engine.onnxruntime_backend:OnnxRuntimeBackend",
     "tensorrt": "dainrt.engine.tensorrt.backend:TensorRTBackend",
 }
 

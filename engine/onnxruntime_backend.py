@@ -1,0 +1,181 @@
+"""The ONNX Runtime backend: the four exported stage graphs run by ONNX Runtime.
+
+On first use the model is exported (dainrt.export) into the cache folder
+`<cache>/onnx/<checkpoint sha256[:16]>-<dainrt version>-<precision>/` or into `onnx_dir`; a
+cached export whose manifest names another checkpoint, precision or dainrt version is rebuilt
+(cache) or refused (explicit folder), never used. `onnxruntime` is imported here only, lazily.
+
+Execution providers (`providers`):
+* `None` (default): CPU EP on a CPU device; on a CUDA device the CUDA EP (then CPU).
+* `"cpu"`, `"cuda"`, `"tensorrt"`, or an explicit ONNX Runtime provider list (passed through).
+Tested here: the CPU EP only. The CUDA path (IOBinding of torch device tensors by `data_ptr`,
+outputs allocated by torch, ORT on torch's current stream) and the TensorRT EP options (engine
+and timing caches next to the ONNX files; precision comes from the ONNX file itself, as TensorRT
+11 has no FP16 flag) are wired but have not run on a GPU yet: GPU machines need
+`onnxruntime-gpu` instead of `onnxruntime`.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dainrt.errors import DainrtError
+
+
+def _say(message: str) -> None:
+    print(f"dainrt: {message}", file=sys.stderr)
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise DainrtError(f"the onnxruntime backend needs the onnxruntime package ({err}); "
+                          "pip install onnxruntime (or onnxruntime-gpu on a CUDA machine)") from None
+    return onnxruntime
+
+
+_SYM = re.compile(r"^(?:(\d+)\*)?([A-Za-z_]\w*)$")
+
+
+def _bind_symbols(spec: list, shape: tuple[int, ...], env: dict[str, int]) -> None:
+    """Learn symbol values from one input: spec ['batch', 3, '64*h', '64*w'] vs (1,3,128,192)."""
+    for s, n in zip(spec, shape):
+        m = _SYM.match(s) if isinstance(s, str) else None
+        if m:
+            env.setdefault(m.group(2), n // int(m.group(1) or 1))
+
+
+def _resolve(spec: list, env: dict[str, int]) -> tuple[int, ...]:
+    out = []
+    for s in spec:
+        m = _SYM.match(s) if isinstance(s, str) else None
+        out.append(int(m.group(1) or 1) * env[m.group(2)] if m else int(s))
+    return tuple(out)
+
+
+class OnnxRuntimeBackend:
+    """Runs the exported stages with ONNX Runtime (design.md §5). FP32 tensors in and out.
+
+    Args:
+        model: a `dainrt.model.DAIN` (its weights are exported; it is not run).
+        device: torch.device the inputs and outputs live on (cpu, or cuda with onnxruntime-gpu).
+        onnx_dir: folder of an export to use (or to export into if empty); None: the cache.
+        precision: "fp32" or "fp16" (frame, pair and rectify in mixed FP16; warp FP32).
+        providers: see the module docstring.
+        threads: ONNX Runtime intra-op threads (None: its default, all cores).
+        progress: callable(str) for export messages (default: one line each on stderr).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model, device: torch.device = torch.device("cpu"), onnx_dir=None, precision: str = "fp32",
+                 providers=None, threads: int | None = None, progress=_say):
+        from dainrt.checkpoint import fingerprint
+        from dainrt.export import ensure_exported
+
+        self.device = torch.device(device)
+        self.ort = _import_ort()
+        self.precision = precision
+        self.checkpoint_sha256 = fingerprint(model.state_dict())[0]
+        self.onnx_dir, self.manifest = ensure_exported(
+            model, onnx_dir, precision, checkpoint_sha256=self.checkpoint_sha256, progress=progress)
+        self.providers = self._providers(providers)
+        self.threads = threads
+        self._sessions: dict = {}
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _providers(self, providers):
+        available = set(self.ort.get_available_providers())
+        index = self.device.index or 0
+        cuda_opts = {"device_id": index}
+        if self.device.type == "cuda":
+            # Run ORT's kernels on torch's current stream: no cross-stream races. (Untested here.)
+            cuda_opts["user_compute_stream"] = str(torch.cuda.current_stream(self.device).cuda_stream)
+        if providers is None:
+            providers = "cuda" if self.device.type == "cuda" else "cpu"
+        if isinstance(providers, str):
+            if providers == "cpu":
+                providers = ["CPUExecutionProvider"]
+            elif providers == "cuda":
+                providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+            elif providers == "tensorrt":
+                cache = str(Path(self.onnx_dir) / "trt-cache")
+                trt_opts = {
+                    "device_id": index,
+                    "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                    "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+                    # TensorRT 11 takes precision from the ONNX (fp16 export); no builder flag.
+                    "trt_fp16_enable": False,
+                }
+                providers = [("TensorrtExecutionProvider", trt_opts), ("CUDAExecutionProvider", cuda_opts),
+                             "CPUExecutionProvider"]
+            else:
+                raise DainrtError(f"unknown ONNX Runtime providers {providers!r}; use cpu, cuda or tensorrt")
+        names = [p[0] if isinstance(p, tuple) else p for p in providers]
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise DainrtError(f"ONNX Runtime here has no {missing[0]} (it has: {', '.join(sorted(available))}); "
+                              + ("install onnxruntime-gpu instead of onnxruntime" if "CUDA" in missing[0] or "Tensorrt" in missing[0]
+                                 else "choose another provider"))
+        if self.device.type == "cuda" and names[0] == "CPUExecutionProvider":
+            raise DainrtError("device cuda with the CPU execution provider: use --device cpu, or the cuda/tensorrt providers")
+        return providers
+
+    def session(self, stage: str):
+        """The ONNX Runtime session of `stage` (created on first use)."""
+        if stage not in self._sessions:
+            entry = self.manifest["stages"].get(stage)
+            if entry is None:
+                raise DainrtError(f"unknown stage {stage!r}")
+            options = self.ort.SessionOptions()
+            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if self.threads:
+                options.intra_op_num_threads = int(self.threads)
+            try:
+                self._sessions[stage] = self.ort.InferenceSession(
+                    str(Path(self.onnx_dir) / entry["file"]), options, providers=self.providers)
+            except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise DainrtError(f"ONNX Runtime cannot load {entry['file']} from {self.onnx_dir}: {first[:300]}") from None
+        return self._sessions[stage]
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Run `stage` on `inputs` (STAGE_IO order, float32 on `self.device`) -> float32 outputs."""
+        entry = self.manifest["stages"][stage]
+        if len(inputs) != len(entry["inputs"]):
+            raise ValueError(f"stage {stage} takes {len(entry['inputs'])} inputs, got {len(inputs)}")
+        sess = self.session(stage)
+        if self.device.type == "cpu":
+            feeds = {spec["name"]: x.detach().to(torch.float32).contiguous().numpy()
+                     for spec, x in zip(entry["inputs"], inputs)}
+            return tuple(torch.from_numpy(np.asarray(y)) for y in sess.run(None, feeds))
+        return self._run_bound(sess, entry, inputs)
+
+    def _run_bound(self, sess, entry: dict, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """CUDA: bind torch device tensors by pointer; outputs allocated by torch. (Untested here.)"""
+        env: dict[str, int] = {}
+        binding = sess.io_binding()
+        keep = []
+        index = self.device.index or 0
+        for spec, x in zip(entry["inputs"], inputs):
+            x = x.detach().to(self.device, torch.float32).contiguous()
+            keep.append(x)
+            _bind_symbols(spec["shape"], tuple(x.shape), env)
+            binding.bind_input(spec["name"], "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        outputs = []
+        for spec in entry["outputs"]:
+            y = torch.empty(_resolve(spec["shape"], env), dtype=torch.float32, device=self.device)
+            outputs.append(y)
+            binding.bind_output(spec["name"], "cuda", index, np.float32, tuple(y.shape), y.data_ptr())
+        torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch are ready
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return tuple(outputs)
