@@ -1,0 +1,48 @@
+"""`dainrt bench`: latency and throughput of every available backend against the PyTorch baseline."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="latency and throughput vs the PyTorch baseline",
+        description="Time the official PyTorch forward (the baseline: eager FP32, the whole network per "
+        "output frame) and every backend available here (torch with stage caching; on CUDA also FP16 "
+        "autocast and torch.compile; onnxruntime; tensorrt) per stage and end to end on a stream of frames, "
+        "with speed-up, TFLOP/s, peak memory and, for reduced precision, PSNR vs FP32 on the Middlebury "
+        "pairs. Random official-shape weights unless --weights is given: timing needs no real weights.",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--size", dest="sizes", nargs="+", action="extend", metavar="SIZE",
+                   help="input frame sizes: 256 (256x256), 480p (854x480; give 640x480 for 4:3), 720p (1280x720), "
+                   "1080p (1920x1080), 4k (3840x2160) or WxH (default: 128x128 on cpu; 480p 720p 1080p on cuda)")
+    p.add_argument("--factor", dest="factors", type=int, nargs="+", action="extend", metavar="N",
+                   help="frame-rate factors, N-1 in-between frames per input pair (default: 2 4)")
+    p.add_argument("--backends", nargs="+", action="extend", metavar="NAME",
+                   help="backend families: torch onnxruntime tensorrt (default: all; the baseline always runs)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint to time (default: synthetic official-shape weights)")
+    p.add_argument("--width", type=float, metavar="W", help="width multiplier of the synthetic weights (default 1.0)")
+    p.add_argument("--runs", type=int, metavar="N", help="timed runs per measurement (default: 3 on cpu, 20 on cuda)")
+    p.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up runs first (default: 1 on cpu, 5 on cuda)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (and onnxruntime where it "
+                   "takes the option) during the run (default: torch's default)")
+    p.add_argument("--pairs", metavar="DIR", help="Middlebury folder for the PSNR column (default: tests/data/middlebury)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dainrt.benchmarks.harness import BenchOptions, bench
+    from dainrt.benchmarks.report import format_table, write_json
+
+    report = bench(BenchOptions(
+        device=args.device, sizes=args.sizes, factors=args.factors or (2, 4), backends=args.backends,
+        weights=args.weights, width=args.width, runs=args.runs, warmup=args.warmup, pairs_dir=args.pairs,
+        threads=args.threads,
+    ))
+    print(format_table(report))
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}")
+    return 0
