@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
     p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--onnx-dir", type=Path, metavar="DIR",
+                   help="with --backend onnxruntime: use (or export into) this folder instead of the cache")
     p.set_defaults(func=run)
 
 
@@ -64,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise DainrtError(f"cannot create output folder {args.output}: {err.strerror}") from None
 
-    interp = Interpolator(args.weights, backend=args.backend, device=args.device)
+    options = {}
+    if args.onnx_dir is not None:
+        if args.backend != "onnxruntime":
+            raise DainrtError("--onnx-dir only applies to --backend onnxruntime")
+        options["onnx_dir"] = args.onnx_dir
+    interp = Interpolator(args.weights, backend=args.backend, device=args.device, **options)
     frames = interp.iter_interpolate(frame0, frame1, times)
     bar = tqdm(times, desc="interpolating", unit="frame", disable=len(times) < 2 or not sys.stderr.isatty())
     for t, frame in zip(bar, frames):
