@@ -113,6 +113,9 @@ def write_json(report: dict, path: str | os.PathLike) -> Path:
         json.dump(report, f, indent=1, allow_nan=False)
         f.write("\n")
         tmp = f.name
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)           # a temp file is 0600; give it a normal file's mode
     os.replace(tmp, path)
     return path
 
