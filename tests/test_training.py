@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from dainrt.training import synthetic as S
 from dainrt.training.evaluate import find_sequences, psnr, ssim
-from dainrt.training.train import FlowLevels, TrainConfig, charbonnier, pwc_flow, start_as_warped_blend, train
+from dainrt.training.train import (FlowLevels, TrainConfig, center_features, charbonnier, displacement_target,
+                                   feature_loss, pwc_flow, start_as_warped_blend, train)
 
 MIDDLEBURY = Path(__file__).parent / "data" / "middlebury"
 CARD = Path(__file__).resolve().parents[1] / "dainrt" / "data" / "MODEL_CARD.md"
@@ -162,6 +163,45 @@ def test_warped_blend_start_and_a_few_steps_reduce_the_loss():
         opt.step()
         losses.append(loss.item())
     assert min(losses[-2:]) < losses[0] * 0.9, losses
+
+
+def test_displacement_target_expects_the_flow_and_masks_the_window():
+    flow = torch.tensor([[[[0.0, 1.25, -3.5, 4.2]], [[0.0, -0.75, 2.0, 0.0]]]])      # (1,2,1,4) grid px
+    target, mask = displacement_target(flow, d=4)
+    assert target.shape == (1, 81, 1, 4)
+    assert torch.allclose(target.sum(1), torch.ones(1, 1, 4))
+    offsets = torch.arange(-4, 5, dtype=torch.float32)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")          # dy is the outer index
+    expected = torch.stack(((target * dx.reshape(1, 81, 1, 1)).sum(1), (target * dy.reshape(1, 81, 1, 1)).sum(1)), 1)
+    assert torch.allclose(expected[..., :3], flow[..., :3], atol=1e-6)
+    assert mask.tolist() == [[[1.0, 1.0, 1.0, 0.0]]]                  # 4.2 px leaves the window
+    assert float(target[0, 4 * 9 + 4, 0, 0]) == 1.0                 # zero flow: the centre, one-hot
+
+
+def test_features_phase_steps_sharpen_the_cost_volume():
+    """The `features` phase's loss falls in a few steps, and only the pyramid below level 5 moves."""
+    from dainrt.model import DAIN, ModelConfig
+
+    torch.manual_seed(0)
+    model = start_as_warped_blend(DAIN(ModelConfig(0.25)))
+    clips = S.collate([S.SyntheticClips(64, seed=3, images=[], settings=S.ClipSettings(max_motion=8))[i] for i in range(4)])
+    center_features(model.flownets, torch.cat((clips.frame0, clips.frame1)))
+    cfg = TrainConfig(out="unused", phase="features")
+    from dainrt.training.train import _groups
+    groups, frozen = _groups(model, cfg)
+    trained = {id(p) for g in groups for p in g["params"]}
+    names = [n for n, p in model.flownets.named_parameters() if id(p) in trained]
+    assert names and all(re.fullmatch(r"conv[1-4](a|aa|b)\.0\.(weight|bias)", n) for n in names)
+    assert len(names) == 4 * 3 * 2 and model.depthNet in frozen
+    opt = torch.optim.Adam([p for g in groups for p in g["params"]], lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss = feature_loss(model.flownets, clips.frame0, clips.frame1, clips.flow01)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-3:]) < losses[0] * 0.9, losses
 
 
 def _warp_inputs(model, clips):

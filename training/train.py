@@ -1,23 +1,30 @@
 """Train a DAIN of any width on procedural clips (`synthetic.py`): seeded and resumable.
 
-Two phases, both supervised by what the generator knows:
+Three phases, all supervised by what the generator knows, meant to run in this order:
 
+* ``features``: PWC-Net's feature pyramid (levels 1-4) alone: at levels 2-4 the cost volume
+  between the two frames' features, read as a softmax over its 81 displacements, must pick the
+  ground-truth displacement (cross-entropy against the true flow split bilinearly over the four
+  nearest displacements). Random features do not match (their cost volumes are biased towards
+  high-contrast neighbours), and PWC trained end to end from them stays at zero flow for
+  thousands of steps; this direct signal makes the cost volumes informative in minutes.
 * ``flow``: PWC-Net alone, against the generator's ground-truth flow (multi-scale end-point
-  error on every decoder level). Cheap, and the fastest way for a new model to learn motion.
+  error on every decoder level).
 * ``full``: the whole network end to end, Charbonnier loss on the rectified output against the
   rendered in-between frame (the official loss), with the official per-module learning-rate
   multipliers (flow x0.01, depth x0.001). A multiplier of 0 freezes that module: it then runs
   without autograd, so the flow projection fills its holes exactly as at inference.
 
-Both use Adamax (official), the learning rate following a cosine from ``lr`` down to 10 % of it
-over ``steps``. A fresh model is He-initialised (PWC's feature pyramid then normalised on
+``features`` and ``flow`` use Adam (PWC-Net's recipe), ``full`` Adamax (DAIN's); the learning
+rate follows a cosine from ``lr`` down to 10 % of it over ``steps``. A fresh model is He-initialised (PWC's feature pyramid then normalised on
 generated frames, `center_features`) and starts as a flow-warped blend: the kernel
 heads' last conv gives plain bilinear taps (1 on the inner 2x2, 0 elsewhere), the rectify net's
 last conv gives 0 and the depth net's last conv gives log-depth 0 (equal projection weights).
 
 State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
 ``save_every`` steps and at the end; ``resume=True`` continues from it. The model with the best
-validation PSNR (held-out clips, t = 0.5, inference mode) is kept as ``OUT/best.pth`` and, in
+validation score (held-out clips, t = 0.5, inference mode: PSNR of the output, or for
+``features`` the cost-volume loss) is kept as ``OUT/best.pth`` and, in
 FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`).
 Every log line is also appended as JSON to ``OUT/log.jsonl``.
 """
@@ -36,6 +43,8 @@ import torch.nn.functional as F
 from dainrt.checkpoint import load_checkpoint, save_checkpoint
 from dainrt.errors import DainrtError
 from dainrt.model import DAIN, ModelConfig
+from dainrt.model.config import MAX_DISPLACEMENT
+from dainrt.model.ops import correlation
 
 from .synthetic import ClipSettings, SyntheticClips, collate, load_images
 
@@ -45,14 +54,19 @@ FLOW_LEVELS = (6, 5, 4, 3, 2)
 # PWC weights (0.32 .. 0.005) apply to *sums* over pixels; on means they over-weight the coarse
 # levels 64-fold and flow learning stalls. These keep the official balance on means.
 FLOW_LEVEL_WEIGHTS = {6: 0.08, 5: 0.16, 4: 0.24, 3: 0.32, 2: 0.64}
+FEATURE_LEVELS = (2, 3, 4)
+FEATURE_TEMPERATURE = 15.0           # softmax sharpness on the cost volume (PWC divides it by C)
 CHARBONNIER_EPS = 1e-6
 VAL_SEED_OFFSET = 1_000_003          # validation clips come from another seed: never trained on
+
+
+PHASES = ("features", "flow", "full")
 
 
 @dataclass
 class TrainConfig:
     out: str
-    phase: str = "full"              # "flow" or "full"
+    phase: str = "full"              # "features", "flow" or "full"
     width: float = 0.5
     size: int = 128                  # square crops, a multiple of 64
     batch: int = 4
@@ -61,7 +75,6 @@ class TrainConfig:
     flow_lr_mult: float = 0.01
     depth_lr_mult: float = 0.001
     flow_loss: float = 0.0           # full phase: weight of the supervised flow loss (0: off)
-    feature_lr_mult: float = 1.0     # flow phase: PWC's feature pyramid (0: keep its initial weights)
     max_motion: float = 40.0         # largest layer motion (px) in the training clips
     seed: int = 0
     init: str | None = None          # start from these weights (dainrt or official checkpoint)
@@ -74,8 +87,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.phase not in ("flow", "full"):
-            raise DainrtError(f"--phase must be 'flow' or 'full', got {self.phase!r}")
+        if self.phase not in PHASES:
+            raise DainrtError(f"--phase must be one of {', '.join(PHASES)}, got {self.phase!r}")
         if self.size % 64 or self.size < 64:
             raise DainrtError(f"--size must be a multiple of 64, got {self.size}")
         if self.batch < 1 or self.steps < 0:
@@ -154,27 +167,21 @@ def build_model(cfg: TrainConfig, images: list[torch.Tensor] | None = None) -> D
 
 def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Module]]:
     """Optimizer parameter groups (lr multiplier per module) and the frozen modules (0)."""
-    if cfg.phase == "flow":
+    if cfg.phase != "full":
         mults = {"flownets": 1.0}
     else:
         mults = {"flownets": cfg.flow_lr_mult, "depthNet": cfg.depth_lr_mult}
     groups, frozen = [], []
     for name, module in model.named_children():
-        mult = mults.get(name, 0.0 if cfg.phase == "flow" else 1.0)
+        mult = mults.get(name, 1.0 if cfg.phase == "full" else 0.0)
         if mult == 0:
             module.requires_grad_(False)
             frozen.append(module)
             continue
         params = dict(module.named_parameters())
-        if name == "flownets" and cfg.phase == "flow" and cfg.feature_lr_mult != 1.0:
-            # The pyramid convs are conv{level}{a,aa,b}; decoders are conv{level}_{j} and others.
-            features = {k: p for k, p in params.items() if re.fullmatch(r"conv\d(a|aa|b)\..*", k)}
-            if cfg.feature_lr_mult == 0:
-                for p in features.values():
-                    p.requires_grad_(False)
-            else:
-                groups.append({"params": list(features.values()), "lr": cfg.lr * cfg.feature_lr_mult, "name": "features"})
-            params = {k: p for k, p in params.items() if k not in features}
+        if cfg.phase == "features":
+            # Only the pyramid convs (conv{level}{a,aa,b}) below level 5 get a gradient.
+            params = {k: p for k, p in params.items() if re.fullmatch(r"conv[1-4](a|aa|b)\..*", k)}
         groups.append({"params": list(params.values()), "lr": cfg.lr * mult, "name": name})
     return groups, frozen
 
@@ -225,6 +232,40 @@ class FlowLevels:
             h.remove()
 
 
+def displacement_target(flow: torch.Tensor, d: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft one-hot over a cost volume's (2d+1)^2 displacements (dy outer, as `correlation`).
+
+    `flow` (B,2,h,w) in grid pixels is split bilinearly over its four nearest integer
+    displacements, so the expected displacement is the flow itself. Returns the target
+    (B,(2d+1)^2,h,w) and a (B,h,w) mask of the pixels whose flow lies inside the window.
+    """
+    k = 2 * d + 1
+    gx, gy = flow[:, 0].clamp(-d, d), flow[:, 1].clamp(-d, d)
+    x0, y0 = gx.floor().clamp(-d, d - 1), gy.floor().clamp(-d, d - 1)
+    ax, ay = gx - x0, gy - y0
+    target = torch.zeros(flow.shape[0], k * k, *flow.shape[2:], device=flow.device)
+    for oy, wy in ((0, 1 - ay), (1, ay)):
+        for ox, wx in ((0, 1 - ax), (1, ax)):
+            index = ((y0 + oy + d) * k + (x0 + ox + d)).long()
+            target.scatter_add_(1, index[:, None], (wy * wx)[:, None])
+    mask = (flow.abs().amax(1) <= d - 0.1).to(flow.dtype)
+    return target, mask
+
+
+def feature_loss(flow_net: torch.nn.Module, image0: torch.Tensor, image1: torch.Tensor, flow01: torch.Tensor) -> torch.Tensor:
+    """The ``features`` phase's loss: per level of FEATURE_LEVELS, the cross-entropy between the
+    softmax of the frames' cost volume and `displacement_target` of the true flow (B,2,H,W, px)."""
+    pyramid0 = dict(zip(range(2, 7), flow_net.pyramid(image0)))
+    pyramid1 = dict(zip(range(2, 7), flow_net.pyramid(image1)))
+    total = image0.new_zeros(())
+    for lvl in FEATURE_LEVELS:
+        cost = correlation(pyramid0[lvl], pyramid1[lvl], MAX_DISPLACEMENT)
+        target, mask = displacement_target(F.avg_pool2d(flow01, 2**lvl) / 2**lvl, MAX_DISPLACEMENT)
+        ce = -(target * F.log_softmax(FEATURE_TEMPERATURE * cost, dim=1)).sum(1)
+        total = total + (ce * mask).sum() / mask.sum().clamp(min=1)
+    return total
+
+
 def pwc_flow(model: DAIN, image0: torch.Tensor, image1: torch.Tensor) -> torch.Tensor:
     """PWC flow 0->1 in full-res pixels at quarter resolution (B,2,H/4,W/4)."""
     net = model.flownets
@@ -243,10 +284,10 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[str, float]:
-    """Mean PSNR of the network and of the 50/50 blend on the validation clips (t = 0.5), and
-    the mean EPE (px) of the network's flow 0->1 at quarter resolution."""
+    """Mean PSNR of the network and of the 50/50 blend on the validation clips (t = 0.5), the
+    mean EPE (px) of the network's flow 0->1 at quarter resolution and the ``features`` loss."""
     model.eval()
-    out = {"val_psnr": 0.0, "val_blend_psnr": 0.0, "val_epe": 0.0}
+    out = {"val_psnr": 0.0, "val_blend_psnr": 0.0, "val_epe": 0.0, "val_feature_loss": 0.0}
     n = 0
     for i in range(0, len(clips), batch):
         c = collate(clips[i:i + batch])
@@ -255,8 +296,14 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[s
         out["val_psnr"] += float(psnr(pred, gt).sum())
         out["val_blend_psnr"] += float(psnr((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt).sum())
         out["val_epe"] += float(_epe(pwc_flow(model, f0, f1), F.avg_pool2d(c.flow01.to(device), 4)) * len(f0))
+        out["val_feature_loss"] += float(feature_loss(model.flownets, f0, f1, c.flow01.to(device)) * len(f0))
         n += len(f0)
     return {k: v / n for k, v in out.items()}
+
+
+def score(metrics: dict[str, float], phase: str) -> float:
+    """What the best checkpoint maximises: what the phase trains."""
+    return {"features": -metrics["val_feature_loss"], "flow": -metrics["val_epe"]}.get(phase, metrics["val_psnr"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,7 +324,7 @@ def _save_state(path: Path, model, optimizer, cfg: TrainConfig, step: int, best:
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "step": step,
-        "best_val_psnr": best,
+        "best_score": best,
         "elapsed_s": elapsed,
         "torch_rng": torch.get_rng_state(),
     }
@@ -316,11 +363,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     groups, frozen = _groups(model, cfg)
     for group in groups:
         group["base_lr"] = group["lr"]
-    optimizer = torch.optim.Adamax(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    optimizer = (torch.optim.Adamax if cfg.phase == "full" else torch.optim.Adam)(groups, lr=cfg.lr, betas=(0.9, 0.999))
     step, best, elapsed = 0, -math.inf, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        step, best, elapsed = state["step"], state["best_val_psnr"], state["elapsed_s"]
+        step, best, elapsed = state["step"], state["best_score"], state["elapsed_s"]
         torch.set_rng_state(state["torch_rng"])
     else:
         torch.manual_seed(cfg.seed)
@@ -346,11 +393,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     def checkpoint_and_validate(step: int, elapsed: float) -> dict:
         nonlocal best
         metrics = validate(model, val_clips, device)
-        if metrics["val_psnr"] > best:
-            best = metrics["val_psnr"]
+        if score(metrics, cfg.phase) > best:
+            best = score(metrics, cfg.phase)
             save_checkpoint(model, model.config, out / "best.pth")
             save_fp16(model, out / "best-fp16.pth")
-        emit({"step": step, "elapsed_s": round(elapsed, 1), **metrics, "best_val_psnr": best})
+        emit({"step": step, "elapsed_s": round(elapsed, 1), **metrics, "best_score": best})
         _set_train(model, frozen)
         return metrics
 
@@ -362,7 +409,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     for batch in loader:
         f0, f1, gt = batch.frame0.to(device), batch.frame1.to(device), batch.frame_t.to(device)
         flow01 = batch.flow01.to(device)
-        if cfg.phase == "flow":
+        if cfg.phase == "features":
+            loss = feature_loss(model.flownets, f0, f1, flow01)
+        elif cfg.phase == "flow":
             loss = levels.loss(pwc_flow(model, f0, f1), flow01)
         else:
             loss = charbonnier(model(f0, f1, batch.t.to(device)), gt)

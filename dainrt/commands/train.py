@@ -9,13 +9,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a DAIN on generated clips (seeded, resumable)",
         description="Train a DAIN of the given width on procedurally generated clips with exact "
-        "in-between frames (no data sets needed). Phase 'flow' trains the optical-flow net alone "
-        "against the generator's true motion; phase 'full' trains end to end with the official "
-        "Charbonnier loss. OUTDIR gets last.pth (resumable state), best.pth, best-fp16.pth (best "
+        "in-between frames (no data sets needed). A new model goes through three phases: 'features' "
+        "trains the optical-flow net's feature pyramid so its cost volumes pick the true motion, 'flow' "
+        "the optical-flow net against the generator's true motion, 'full' the whole network end to end "
+        "with the official Charbonnier loss (each phase starting with --init from the last one's best.pth). OUTDIR gets last.pth (resumable state), best.pth, best-fp16.pth (best "
         "validation PSNR, loadable with --weights) and log.jsonl. Uses CUDA when present.",
     )
     p.add_argument("out", metavar="OUTDIR", help="folder for checkpoints and the log")
-    p.add_argument("--phase", choices=("flow", "full"), default="full", help="what to train (default full)")
+    p.add_argument("--phase", choices=("features", "flow", "full"), default="full", help="what to train (default full)")
     p.add_argument("--width", type=float, default=0.5, help="channel width multiplier of a new model (default 0.5)")
     p.add_argument("--init", metavar="CKPT", help="start from these weights instead of a new model")
     p.add_argument("--resume", action="store_true", help="continue from OUTDIR/last.pth if it exists")
@@ -23,12 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop (and save) after M minutes of this run")
     p.add_argument("--size", type=int, default=128, help="crop side, a multiple of 64 (default 128)")
     p.add_argument("--batch", type=int, default=4, help="clips per step (default 4)")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adamax learning rate (default 5e-4, official)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="learning rate (Adam for features/flow, Adamax for full; default 5e-4, official)")
     p.add_argument("--flow-lr-mult", type=float, default=0.01, help="flow net lr multiplier, 0 freezes (default 0.01)")
     p.add_argument("--depth-lr-mult", type=float, default=0.001, help="depth net lr multiplier, 0 freezes (default 0.001)")
     p.add_argument("--flow-loss", type=float, default=0.0, help="full phase: weight of the supervised flow loss (default 0)")
-    p.add_argument("--feature-lr-mult", type=float, default=1.0,
-                   help="flow phase: lr multiplier of PWC's feature pyramid, 0 keeps its initial weights (default 1)")
     p.add_argument("--max-motion", type=float, default=40.0, metavar="PX",
                    help="largest layer motion in the training clips, pixels (default 40; validation keeps 40)")
     p.add_argument("--images", nargs="+", metavar="DIR",
@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         out=args.out, phase=args.phase, width=args.width, size=args.size, batch=args.batch, steps=args.steps,
-        lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss, feature_lr_mult=args.feature_lr_mult, max_motion=args.max_motion,
+        lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss, max_motion=args.max_motion,
         seed=args.seed, init=args.init, images=args.images, val_every=args.val_every,
         save_every=args.save_every, max_minutes=args.max_minutes, device=args.device,
     )
     metrics = train(cfg, resume=args.resume, log=lambda line: print(line, flush=True))
-    print(f"best.pth: val PSNR {metrics.get('val_psnr', float('nan')):.2f} dB (blend {metrics.get('val_blend_psnr', float('nan')):.2f})")
+    print(f"last validation: PSNR {metrics['val_psnr']:.2f} dB (blend {metrics['val_blend_psnr']:.2f}), "
+          f"flow EPE {metrics['val_epe']:.3f} px; best.pth is the best by the phase's score")
     return 0
