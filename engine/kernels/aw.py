@@ -14,22 +14,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .pixels import load_flow, pixel_block
+
 BLOCK = 128  # target pixels per program
 
 
 @triton.jit
 def adaptive_warp_kernel(image_ptr, flow_ptr, kernel_ptr, C, H, W, out_ptr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    lane = offs < HW
-    y = offs // W
-    x = offs - y * W
+    b, HW, offs, lane, y, x = pixel_block(H, W, BLOCK)
     xf = x.to(tl.float32)
     yf = y.to(tl.float32)
-    u = tl.load(flow_ptr + b * 2 * HW + offs, mask=lane, other=0.0)
-    v = tl.load(flow_ptr + b * 2 * HW + HW + offs, mask=lane, other=0.0)
+    u, v = load_flow(flow_ptr, b, HW, offs, lane)
     X = xf + u
     Y = yf + v
     Wf = W.to(tl.float32)

@@ -23,20 +23,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .pixels import load_flow, pixel_block
+
 BLOCK = 256  # pixels per program
 
 
 @triton.jit
 def dfp_splat_kernel(flow_ptr, weight_ptr, H, W, num_ptr, den_ptr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    lane = offs < HW
-    y = offs // W
-    x = offs - y * W
-    u = tl.load(flow_ptr + b * 2 * HW + offs, mask=lane, other=0.0)
-    v = tl.load(flow_ptr + b * 2 * HW + HW + offs, mask=lane, other=0.0)
+    b, HW, offs, lane, y, x = pixel_block(H, W, BLOCK)
+    u, v = load_flow(flow_ptr, b, HW, offs, lane)
     w = tl.load(weight_ptr + b * HW + offs, mask=lane, other=0.0)
     X = x.to(tl.float32) + u
     Y = y.to(tl.float32) + v
@@ -101,13 +96,7 @@ def _nearest_valid(num, den, HW, offs, pos, n, stride, direction, todo, NORMALIS
 def dfp_fill_kernel(num_ptr, den_ptr, H, W, out_ptr, NORMALISE: tl.constexpr, FILL: tl.constexpr,
                     BLOCK: tl.constexpr):
     """out = num/den where den > 0 (or num itself when not NORMALISE); holes 0 or filled."""
-    pid = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    HW = H * W
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    lane = offs < HW
-    y = offs // W
-    x = offs - y * W
+    b, HW, offs, lane, y, x = pixel_block(H, W, BLOCK)
     num = num_ptr + b * 2 * HW
     den = den_ptr + b * HW
     nu = tl.load(num + offs, mask=lane, other=0.0)
