@@ -329,14 +329,9 @@ def _run(opts: RunOptions) -> dict:
                         detector.ref = df.thumb
                         frames[df.index] = df
                         continue
-                    grid.note_input(df.time, df.pts)
-                    d = detector.check(df.thumb)
-                    if d.duplicate:
-                        report.duplicates.append(float(df.time))
+                    d = _admit(df, grid, detector, report)
                     if d.drop:
                         continue
-                    if d.cut:
-                        report.cuts.append({"time": float(df.time), "frame": df.index, "score": round(d.score, 3)})
                     if snap is None:
                         snap = snapshot()
                     frames[df.index] = df
@@ -467,6 +462,19 @@ def _write_report(path: str | None, data: dict) -> None:
         raise DainrtError(f"cannot write the report {path}: {err.strerror}") from None
 
 
+def _admit(df, grid, detector: Detector, report: _Report):
+    """Put a decoded frame on the output grid's clock and through the duplicate / cut detector,
+    noting duplicates and (kept frames') cuts in the report. Returns the detector's decision:
+    `drop` means the frame is skipped."""
+    grid.note_input(df.time, df.pts)
+    d = detector.check(df.thumb)
+    if d.duplicate:
+        report.duplicates.append(float(df.time))
+    if d.cut and not d.drop:
+        report.cuts.append({"time": float(df.time), "frame": df.index, "score": round(d.score, 3)})
+    return d
+
+
 def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) -> dict:
     """Decode, detect and plan only: no model, nothing written but the report."""
     report = _Report()
@@ -481,14 +489,9 @@ def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) 
 
     with Decoder(info, images=False) as decoder:
         for df in decoder:
-            grid.note_input(df.time, df.pts)
-            d = detector.check(df.thumb)
-            if d.duplicate:
-                report.duplicates.append(float(df.time))
+            d = _admit(df, grid, detector, report)
             if d.drop:
                 continue
-            if d.cut:
-                report.cuts.append({"time": float(df.time), "frame": df.index, "score": round(d.score, 3)})
             take(planner.push(Anchor(df.index, df.time, df.pts), d.cut))
         take(planner.finish())
     frames_out = len(plan)

@@ -63,6 +63,23 @@ def small_model():
     return synthetic_model(0.25, seed=7)
 
 
+@pytest.fixture(scope="session")
+def small_ckpt(tmp_path_factory, small_model):
+    """`small_model` saved as a dainrt checkpoint file, for the CLI's --weights."""
+    from dainrt.checkpoint import save_checkpoint
+
+    return save_checkpoint(small_model, None, tmp_path_factory.mktemp("weights") / "small.pth")
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: small frames only make threads contend on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _no_grad():
     with torch.no_grad():

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from dainrt.checkpoint import save_checkpoint
 from dainrt.cli import main
 from dainrt.runtime.synthetic import decode_rgb, pictures, write_clip
 
@@ -23,18 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIP = Path(__file__).parent / "data" / "video" / "big_buck_bunny_11s-21s_scenecuts.mkv"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, small_model):
-    return save_checkpoint(small_model, None, tmp_path_factory.mktemp("w") / "small.pth")
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def film(tmp_path_factory):
@@ -69,13 +57,13 @@ def _one_line_error(capsys, rc, *words):
 ARGS = ["--factor", "2", "--segment-frames", "2", "--no-progress"]
 
 
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, ckpt, film, capsys):
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, small_ckpt, film, capsys):
     full = tmp_path / "full.mp4"
-    assert main(["run", film, "-o", str(full), "--weights", str(ckpt), "--report", str(tmp_path / "full.json"), *ARGS]) == 0
+    assert main(["run", film, "-o", str(full), "--weights", str(small_ckpt), "--report", str(tmp_path / "full.json"), *ARGS]) == 0
 
     out = tmp_path / "part.mp4"
     work = tmp_path / "part.mp4.dainrt-partial"
-    proc = subprocess.Popen([sys.executable, "-m", "dainrt", "run", film, "-o", str(out), "--weights", str(ckpt), *ARGS],
+    proc = subprocess.Popen([sys.executable, "-m", "dainrt", "run", film, "-o", str(out), "--weights", str(small_ckpt), *ARGS],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:       # Ctrl-C once a segment is safe
@@ -94,12 +82,12 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, ckpt, film, ca
     done = sum(s["frames"] for s in state["segments"])
     assert 2 <= done < 16 and state["resume"] is not None
 
-    rc = main(["run", film, "-o", str(out), "--weights", str(ckpt), *ARGS])
+    rc = main(["run", film, "-o", str(out), "--weights", str(small_ckpt), *ARGS])
     _one_line_error(capsys, rc, "--resume")                     # refuses to start over silently
-    rc = main(["run", film, "-o", str(out), "--weights", str(ckpt), "--resume", "--crf", "20", *ARGS])
+    rc = main(["run", film, "-o", str(out), "--weights", str(small_ckpt), "--resume", "--crf", "20", *ARGS])
     _one_line_error(capsys, rc, "differ", "crf")                # refuses other options
 
-    assert main(["run", film, "-o", str(out), "--weights", str(ckpt), "--resume",
+    assert main(["run", film, "-o", str(out), "--weights", str(small_ckpt), "--resume",
                  "--report", str(tmp_path / "part.json"), *ARGS]) == 0
     a, pa, _ = decode_rgb(full)
     b, pb, _ = decode_rgb(out)
@@ -120,9 +108,9 @@ def _limit_file_size(limit):
     return apply
 
 
-def test_a_full_disk_fails_cleanly_and_resumes(tmp_path, ckpt, film):
+def test_a_full_disk_fails_cleanly_and_resumes(tmp_path, small_ckpt, film):
     out = tmp_path / "out.mkv"
-    cmd = [sys.executable, "-m", "dainrt", "run", film, "-o", str(out), "--weights", str(ckpt), *ARGS]
+    cmd = [sys.executable, "-m", "dainrt", "run", film, "-o", str(out), "--weights", str(small_ckpt), *ARGS]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300,
                           preexec_fn=_limit_file_size(12_000))   # segments fit, the whole film does not
     lines = proc.stderr.strip().splitlines()
@@ -130,11 +118,11 @@ def test_a_full_disk_fails_cleanly_and_resumes(tmp_path, ckpt, film):
     assert len(lines) == 1 and lines[0].startswith("dainrt: error: cannot write"), lines
     assert not out.exists()
     assert (tmp_path / "out.mkv.dainrt-partial" / "state.json").is_file()
-    assert main(["run", film, "-o", str(out), "--weights", str(ckpt), "--resume", *ARGS]) == 0
+    assert main(["run", film, "-o", str(out), "--weights", str(small_ckpt), "--resume", *ARGS]) == 0
     assert len(decode_rgb(out)[0]) == 16
 
 
-def test_empty_zero_frame_truncated_and_garbage_inputs(tmp_path, ckpt, capsys):
+def test_empty_zero_frame_truncated_and_garbage_inputs(tmp_path, small_ckpt, capsys):
     import av
 
     empty = tmp_path / "empty.mp4"
@@ -155,12 +143,12 @@ def test_empty_zero_frame_truncated_and_garbage_inputs(tmp_path, ckpt, capsys):
              (tmp_path / "missing.mp4", "no such file")]
     for path, words in cases:
         out = tmp_path / f"out-{path.stem}.mp4"
-        rc = main(["run", str(path), "-o", str(out), "--fps", "60", "--weights", str(ckpt), "--no-progress"])
+        rc = main(["run", str(path), "-o", str(out), "--fps", "60", "--weights", str(small_ckpt), "--no-progress"])
         _one_line_error(capsys, rc, words)
         assert not out.exists() and not Path(str(out) + ".dainrt-partial").exists()
 
 
-def test_output_and_option_errors_write_nothing(tmp_path, ckpt, capsys):
+def test_output_and_option_errors_write_nothing(tmp_path, small_ckpt, capsys):
     src = write_clip(tmp_path / "odd.mkv", pictures(2, 67, 45), rate=12, codec="ffv1", pix_fmt="yuv444p")
     cases = [
         (["-o", str(tmp_path / "nowhere" / "out.mp4")], "does not exist"),
@@ -175,14 +163,14 @@ def test_output_and_option_errors_write_nothing(tmp_path, ckpt, capsys):
     for extra, words in cases:
         args = ["run", src, "--factor", "2", "--no-progress", *extra]
         if "--weights" not in extra:
-            args += ["--weights", str(ckpt)]
+            args += ["--weights", str(small_ckpt)]
         rc = main(args)
         _one_line_error(capsys, rc, words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mkv"]
 
 
-def test_streams_the_output_format_cannot_hold_fail_before_any_work(tmp_path, ckpt, capsys):
+def test_streams_the_output_format_cannot_hold_fail_before_any_work(tmp_path, small_ckpt, capsys):
     out = tmp_path / "bbb.mov"                                 # Vorbis audio cannot go into QuickTime
-    rc = main(["run", str(CLIP), "-o", str(out), "--fps", "60", "--weights", str(ckpt), "--no-progress"])
+    rc = main(["run", str(CLIP), "-o", str(out), "--fps", "60", "--weights", str(small_ckpt), "--no-progress"])
     _one_line_error(capsys, rc, ".mkv")
     assert list(tmp_path.iterdir()) == []

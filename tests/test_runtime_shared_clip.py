@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from dainrt.checkpoint import load_model, save_checkpoint
+from dainrt.checkpoint import load_model
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
 
@@ -25,18 +25,7 @@ CLIP = Path(__file__).parent / "data" / "video" / "big_buck_bunny_11s-21s_scenec
 CUTS = (F(16, 24), F(109, 24))          # 0.667 s and 4.542 s
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)            # small frames: threads only contend on a shared CPU
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, small_model):
-    return save_checkpoint(small_model, None, tmp_path_factory.mktemp("w") / "small.pth")
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _packets(path, kind):
     import av
@@ -67,11 +56,11 @@ def test_shared_clip_plan_at_60fps_finds_both_cuts(tmp_path):
     assert [p[2] for p in plan if p[3] == 15 and p[2] != "interp"] == ["repeat", "repeat"]
 
 
-def test_shared_clip_full_run_keeps_audio_bit_exact_and_duration(tmp_path, ckpt):
+def test_shared_clip_full_run_keeps_audio_bit_exact_and_duration(tmp_path, small_ckpt):
     import av
 
     out, report = tmp_path / "bbb.mkv", tmp_path / "bbb.json"
-    assert main(["run", str(CLIP), "-o", str(out), "--fps", "24", "--weights", str(ckpt),
+    assert main(["run", str(CLIP), "-o", str(out), "--fps", "24", "--weights", str(small_ckpt),
                  "--report", str(report), "--no-progress"]) == 0
     r = json.loads(report.read_text())
     assert [c["frame"] for c in r["scene_cuts"]] == [16, 109]
@@ -130,14 +119,14 @@ def _small_copy(path: Path, first: int = 12, last: int = 19) -> list[np.ndarray]
     return frames
 
 
-def test_shared_clip_across_the_first_cut_with_the_model(tmp_path, ckpt):
+def test_shared_clip_across_the_first_cut_with_the_model(tmp_path, small_ckpt):
     import av
 
     from dainrt.runtime.transfer import quantize
 
     small, out, report = tmp_path / "small.mkv", tmp_path / "out.mkv", tmp_path / "r.json"
     frames = _small_copy(small)                                    # input frames 12..19; the cut is before 16
-    assert main(["run", str(small), "-o", str(out), "--fps", "60", "--weights", str(ckpt), "--codec", "ffv1",
+    assert main(["run", str(small), "-o", str(out), "--fps", "60", "--weights", str(small_ckpt), "--codec", "ffv1",
                  "--pix-fmt", "bgr0", "--report", str(report), "--no-progress"]) == 0
     r = json.loads(report.read_text())
     assert [round(c["time"], 3) for c in r["scene_cuts"]] == [0.667]
@@ -147,7 +136,7 @@ def test_shared_clip_across_the_first_cut_with_the_model(tmp_path, ckpt):
     assert len(got) == 20                                          # 8/24 s at 60 fps
     assert got_ms == [round(500 + k * 1000 / 60) for k in range(20)]   # starts at 0.5 s like the input
     # the expected film, computed here: copies, the repeat across the cut, interpolations
-    runner = Runner(create_backend("torch", load_model(ckpt)))
+    runner = Runner(create_backend("torch", load_model(small_ckpt)))
     for k, image in enumerate(got):
         pos = F(k * 24, 60)                                        # position in input frames
         i, t = int(pos), pos - int(pos)

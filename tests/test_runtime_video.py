@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from dainrt.checkpoint import load_model, save_checkpoint
+from dainrt.checkpoint import load_model
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
 from dainrt.runtime.synthetic import decode_rgb, pictures, write_clip
@@ -24,23 +24,12 @@ from dainrt.runtime.transfer import quantize
 LOSSLESS = ["--codec", "ffv1", "--pix-fmt", "bgr0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)            # small frames: threads only contend on a shared CPU
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, small_model):
-    return save_checkpoint(small_model, None, tmp_path_factory.mktemp("w") / "small.pth")
-
-
-@pytest.fixture(scope="module")
-def reference(ckpt):
+def reference(small_ckpt):
     """A runner on the same weights as the CLI runs, for the expected in-betweens."""
-    return Runner(create_backend("torch", load_model(ckpt)))
+    return Runner(create_backend("torch", load_model(small_ckpt)))
 
 
 def run(*args) -> dict:
@@ -71,11 +60,11 @@ def expect_interp(reference, a, b, t, dtype=np.uint8):
     (24, "60", F(60), F(1, 15360)),
     (F(30000, 1001), "60000/1001", F(60000, 1001), F(1, 60000)),
 ])
-def test_exact_output_rate_and_timestamps_in_mp4(tmp_path, ckpt, rate_in, fps, rate_out, tb):
+def test_exact_output_rate_and_timestamps_in_mp4(tmp_path, small_ckpt, rate_in, fps, rate_out, tb):
     import av
 
     src = write_clip(tmp_path / "in.mp4", pictures(2, 64, 48, seed=1), rate=rate_in, audio_seconds=0.3)
-    r = run(src, "-o", tmp_path / "out.mp4", "--fps", fps, "--weights", ckpt)
+    r = run(src, "-o", tmp_path / "out.mp4", "--fps", fps, "--weights", small_ckpt)
     n = -(-2 * rate_out // F(rate_in))                               # ceil(duration x rate)
     assert r["output"]["frames"] == n and r["output"]["rate"] == f"{rate_out.numerator}/{rate_out.denominator}"
     with av.open(str(tmp_path / "out.mp4")) as c:
@@ -91,12 +80,12 @@ def test_exact_output_rate_and_timestamps_in_mp4(tmp_path, ckpt, rate_in, fps, r
     assert a_in == a_out
 
 
-def test_interpolated_frames_are_the_runners(tmp_path, ckpt, reference):
+def test_interpolated_frames_are_the_runners(tmp_path, small_ckpt, reference):
     """15 -> 60 on a lossless clip: copies are the input frames, in-betweens are
     `Runner.interpolate` at t = 1/4, 1/2, 3/4, bit for bit after 8-bit rounding."""
     frames = pictures(3, 64, 48, seed=4, step=(3, 1))
     src = write_clip(tmp_path / "in.mkv", frames, rate=15, codec="ffv1", pix_fmt="bgr0")
-    r = run(src, "-o", tmp_path / "out.mkv", "--factor", "4", "--weights", ckpt, *LOSSLESS)
+    r = run(src, "-o", tmp_path / "out.mkv", "--factor", "4", "--weights", small_ckpt, *LOSSLESS)
     got, _, _ = decode_rgb(tmp_path / "out.mkv")
     assert len(got) == 12 and r["output"]["rate"] == "60/1"
     assert r["runner_calls"] == {"frame": 3, "pair": 2, "warp": 6, "rectify": 6}   # stage caches used
@@ -110,7 +99,7 @@ def test_interpolated_frames_are_the_runners(tmp_path, ckpt, reference):
             np.testing.assert_array_equal(image, expect_interp(reference, frames[i], frames[i + 1], j / 4))
 
 
-def test_on_twos_held_frames_become_timed_interpolations(tmp_path, ckpt, reference):
+def test_on_twos_held_frames_become_timed_interpolations(tmp_path, small_ckpt, reference):
     """Drawings A A B B C C at 24 fps: --dedup drops the holds and interpolates A -> B over
     their two-frame span (t = k/5 at 60 fps), instead of morphing A into A."""
     a, b, c = pictures(3, 64, 48, seed=6, step=(4, 2))
@@ -118,7 +107,7 @@ def test_on_twos_held_frames_become_timed_interpolations(tmp_path, ckpt, referen
     src = write_clip(tmp_path / "twos.mkv", frames, rate=24, codec="ffv1", pix_fmt="bgr0")
     plan = run(src, "--fps", "60", "--dry-run")
     assert plan["duplicates"]["count"] == 3 and plan["duplicates"]["dropped"] is False
-    r = run(src, "-o", tmp_path / "out.mkv", "--fps", "60", "--dedup", "--weights", ckpt, *LOSSLESS)
+    r = run(src, "-o", tmp_path / "out.mkv", "--fps", "60", "--dedup", "--weights", small_ckpt, *LOSSLESS)
     assert r["duplicates"] == {"count": 3, "times": [1 / 24, 3 / 24, 5 / 24], "dropped": True, "threshold": 3.0}
     assert r["runner_calls"]["pair"] == 2                            # A->B and B->C only
     got, _, _ = decode_rgb(tmp_path / "out.mkv")
@@ -132,7 +121,7 @@ def test_on_twos_held_frames_become_timed_interpolations(tmp_path, ckpt, referen
         np.testing.assert_array_equal(got[k], c)                     # the last drawing is held
 
 
-def test_variable_frame_rate_input(tmp_path, ckpt, reference):
+def test_variable_frame_rate_input(tmp_path, small_ckpt, reference):
     import av
 
     frames = pictures(5, 64, 48, seed=8)
@@ -142,7 +131,7 @@ def test_variable_frame_rate_input(tmp_path, ckpt, reference):
     assert plan["input"]["vfr"] is True and plan["input"]["rate"] is None
     at_100ms = [p for p in plan["plan"] if p[1] == "1/10"][0]
     assert at_100ms[2:5] == ["interp", 2, 3] and F(at_100ms[5]).limit_denominator(1000) == F(1, 11)
-    r = run(src, "-o", tmp_path / "out.mkv", "--factor", "2", "--weights", ckpt, *LOSSLESS)
+    r = run(src, "-o", tmp_path / "out.mkv", "--factor", "2", "--weights", small_ckpt, *LOSSLESS)
     with av.open(str(tmp_path / "out.mkv")) as c:
         out_ms = [f.pts for f in c.decode(video=0)]
     end_ms = r["input"]["duration"] * 1000
@@ -169,14 +158,14 @@ def test_frames_on_a_grid_with_gaps_stay_constant_rate(tmp_path):
 # What goes in comes out
 
 
-def test_ten_bit_in_ten_bit_out_with_colour_tags(tmp_path, ckpt, reference):
+def test_ten_bit_in_ten_bit_out_with_colour_tags(tmp_path, small_ckpt, reference):
     import av
 
     tags = {"color_range": 1, "colorspace": 1, "color_primaries": 1, "color_trc": 1}     # BT.709, limited
     frames = pictures(2, 64, 48, seed=9, dtype=np.uint16)
     src = write_clip(tmp_path / "in10.mp4", frames, rate=12, pix_fmt="yuv420p10le", color=tags,
                      options={"qp": "0"})
-    r = run(src, "-o", tmp_path / "out10.mp4", "--factor", "2", "--weights", ckpt)
+    r = run(src, "-o", tmp_path / "out10.mp4", "--factor", "2", "--weights", small_ckpt)
     assert r["output"]["pix_fmt"] == "yuv420p10le" and r["input"]["bits"] == 10
     with av.open(str(tmp_path / "out10.mp4")) as c:
         v = c.streams.video[0]
@@ -193,7 +182,7 @@ def test_ten_bit_in_ten_bit_out_with_colour_tags(tmp_path, ckpt, reference):
     assert len(np.unique(mid[..., 1] // 64)) > 256 or len(np.unique(mid)) > 1024   # more than 8 bits of levels
 
 
-def test_full_range_colour_is_kept(tmp_path, ckpt):
+def test_full_range_colour_is_kept(tmp_path, small_ckpt):
     import av
 
     tags = {"color_range": 2, "colorspace": 5, "color_primaries": 5, "color_trc": 6}     # BT.601 PAL, full
@@ -204,7 +193,7 @@ def test_full_range_colour_is_kept(tmp_path, ckpt):
     img[:, 48:] = (20, 230, 128)
     frames = [img, img[:, ::-1].copy()]
     src = write_clip(tmp_path / "full.mkv", frames, rate=24, pix_fmt="yuv444p", color=tags, options={"qp": "0"})
-    run(src, "-o", tmp_path / "out.mkv", "--factor", "2", "--weights", ckpt)
+    run(src, "-o", tmp_path / "out.mkv", "--factor", "2", "--weights", small_ckpt)
     with av.open(str(tmp_path / "out.mkv")) as c:
         s = c.streams.video[0].codec_context
         assert (s.color_range, s.colorspace, s.color_primaries, s.color_trc) == (2, 5, 5, 6)
@@ -213,35 +202,35 @@ def test_full_range_colour_is_kept(tmp_path, ckpt):
         assert np.abs(got[k] - want).max() <= 3
 
 
-def test_odd_frame_size(tmp_path, ckpt):
+def test_odd_frame_size(tmp_path, small_ckpt):
     import av
 
     frames = pictures(2, 67, 45, seed=10)
     src = write_clip(tmp_path / "odd.mkv", frames, rate=12, codec="ffv1", pix_fmt="yuv444p")
-    r = run(src, "-o", tmp_path / "odd.mp4", "--factor", "2", "--weights", ckpt)
+    r = run(src, "-o", tmp_path / "odd.mp4", "--factor", "2", "--weights", small_ckpt)
     assert r["output"]["pix_fmt"] == "yuv444p"                        # 4:2:0 cannot hold 67x45
     with av.open(str(tmp_path / "odd.mp4")) as c:
         got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(got) == 4 and got[1].shape == (45, 67, 3)
 
 
-def test_single_frame_file_is_held_without_the_model(tmp_path, ckpt):
+def test_single_frame_file_is_held_without_the_model(tmp_path, small_ckpt):
     src = write_clip(tmp_path / "one.mp4", pictures(1, 64, 48), rate=24)
-    r = run(src, "-o", tmp_path / "one60.mp4", "--fps", "60", "--weights", ckpt)
+    r = run(src, "-o", tmp_path / "one60.mp4", "--fps", "60", "--weights", small_ckpt)
     assert r["output"]["frames"] == 3 and r["frames"]["copy"] == 1 and r["frames"]["hold"] == 2
     assert r["runner_calls"] == {"frame": 0, "pair": 0, "warp": 0, "rectify": 0}
     got, _, _ = decode_rgb(tmp_path / "one60.mp4")
     assert len(got) == 3
 
 
-def test_scene_cut_repeat_and_crossfade_without_the_model(tmp_path, ckpt):
+def test_scene_cut_repeat_and_crossfade_without_the_model(tmp_path, small_ckpt):
     """A hard cut between two different shots: repeat holds the last frame before the cut;
     crossfade blends linearly. Neither calls the model."""
     a = pictures(1, 64, 48, seed=11)[0]
     b = 255 - pictures(1, 64, 48, seed=12)[0]
     src = write_clip(tmp_path / "cut.mkv", [a, b], rate=24, codec="ffv1", pix_fmt="bgr0")
-    rep = run(src, "-o", tmp_path / "rep.mkv", "--fps", "60", "--weights", ckpt, *LOSSLESS)
-    fade = run(src, "-o", tmp_path / "fade.mkv", "--fps", "60", "--scene-mode", "crossfade", "--weights", ckpt, *LOSSLESS)
+    rep = run(src, "-o", tmp_path / "rep.mkv", "--fps", "60", "--weights", small_ckpt, *LOSSLESS)
+    fade = run(src, "-o", tmp_path / "fade.mkv", "--fps", "60", "--scene-mode", "crossfade", "--weights", small_ckpt, *LOSSLESS)
     assert len(rep["scene_cuts"]) == 1 and rep["scene_cuts"][0]["time"] == pytest.approx(1 / 24)
     assert rep["runner_calls"]["pair"] == fade["runner_calls"]["pair"] == 0
     got_rep, _, _ = decode_rgb(tmp_path / "rep.mkv")
@@ -254,7 +243,7 @@ def test_scene_cut_repeat_and_crossfade_without_the_model(tmp_path, ckpt):
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-def test_picture_sequence_in_and_out(tmp_path, ckpt, reference, capsys, bits):
+def test_picture_sequence_in_and_out(tmp_path, small_ckpt, reference, capsys, bits):
     from dainrt.images import read_image, write_image
 
     dtype = np.uint16 if bits == 16 else np.uint8
@@ -269,7 +258,7 @@ def test_picture_sequence_in_and_out(tmp_path, ckpt, reference, capsys, bits):
         else:
             write_image(folder / f"{i + 1:05d}.png", f)
     r = run(folder / "%05d.png", "-o", tmp_path / "out" / "%05d.png", "--factor", "2", "--input-fps", "12",
-            "--weights", ckpt)
+            "--weights", small_ckpt)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["00001.png", "00002.png", "00003.png", "00004.png"]
     assert r["input"]["rate"] == "12/1" and r["output"]["rate"] == "24/1"
@@ -283,12 +272,12 @@ def test_picture_sequence_in_and_out(tmp_path, ckpt, reference, capsys, bits):
     assert not (tmp_path / "out.dainrt-partial").exists()
 
 
-def test_compare_side_by_side(tmp_path, ckpt):
+def test_compare_side_by_side(tmp_path, small_ckpt):
     import av
 
     frames = pictures(2, 64, 48, seed=14)
     src = write_clip(tmp_path / "in.mkv", frames, rate=12, codec="ffv1", pix_fmt="bgr0")
-    run(src, "-o", tmp_path / "out.mkv", "--fps", "24", "--weights", ckpt, *LOSSLESS)   # copies only
+    run(src, "-o", tmp_path / "out.mkv", "--fps", "24", "--weights", small_ckpt, *LOSSLESS)   # copies only
     assert main(["compare", str(src), str(tmp_path / "out.mkv"), "-o", str(tmp_path / "sbs.mp4"), "--slow", "2"]) == 0
     with av.open(str(tmp_path / "sbs.mp4")) as c:
         v = c.streams.video[0]
