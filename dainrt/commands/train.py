@@ -12,8 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in-between frames (no data sets needed). A new model goes through three phases: 'features' "
         "trains the optical-flow net's feature pyramid so its cost volumes pick the true motion, 'flow' "
         "the optical-flow net against the generator's true motion, 'full' the whole network end to end "
-        "with the official Charbonnier loss (each phase starting with --init from the last one's best.pth). OUTDIR gets last.pth (resumable state), best.pth, best-fp16.pth (best "
-        "validation PSNR, loadable with --weights) and log.jsonl. Uses CUDA when present.",
+        "with the official Charbonnier loss (each phase starting with --init from the last one's "
+        "best.pth). OUTDIR gets last.pth (resumable state), best.pth, best-fp16.pth (best by the "
+        "phase's validation score on held-out generated clips, loadable with --weights) and "
+        "log.jsonl. Uses CUDA when present.",
     )
     p.add_argument("out", metavar="OUTDIR", help="folder for checkpoints and the log")
     p.add_argument("--phase", choices=("features", "flow", "full"), default="full", help="what to train (default full)")
