@@ -63,8 +63,10 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, small_ckpt, fi
 
     out = tmp_path / "part.mp4"
     work = tmp_path / "part.mp4.dainrt-partial"
+    # A shell's background job ignores SIGINT, and so would the child: give it the default back.
     proc = subprocess.Popen([sys.executable, "-m", "dainrt", "run", film, "-o", str(out), "--weights", str(small_ckpt), *ARGS],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:       # Ctrl-C once a segment is safe
         try:
