@@ -255,9 +255,14 @@ def displacement_target(flow: torch.Tensor, d: int = 4) -> tuple[torch.Tensor, t
 def feature_loss(flow_net: torch.nn.Module, image0: torch.Tensor, image1: torch.Tensor, flow01: torch.Tensor) -> torch.Tensor:
     """The ``features`` phase's loss: per level of FEATURE_LEVELS, the cross-entropy between the
     softmax of the frames' cost volume and `displacement_target` of the true flow (B,2,H,W, px)."""
-    pyramid0 = dict(zip(range(2, 7), flow_net.pyramid(image0)))
-    pyramid1 = dict(zip(range(2, 7), flow_net.pyramid(image1)))
-    total = image0.new_zeros(())
+    return _cost_volume_loss(flow_net.pyramid(image0), flow_net.pyramid(image1), flow01)
+
+
+def _cost_volume_loss(feats0: tuple[torch.Tensor, ...], feats1: tuple[torch.Tensor, ...], flow01: torch.Tensor) -> torch.Tensor:
+    """`feature_loss` from the two frames' PWC pyramids (levels 2..6, as `pyramid` returns)."""
+    pyramid0 = dict(zip(range(2, 7), feats0))
+    pyramid1 = dict(zip(range(2, 7), feats1))
+    total = flow01.new_zeros(())
     for lvl in FEATURE_LEVELS:
         cost = correlation(pyramid0[lvl], pyramid1[lvl], MAX_DISPLACEMENT)
         target, mask = displacement_target(F.avg_pool2d(flow01, 2**lvl) / 2**lvl, MAX_DISPLACEMENT)
@@ -295,8 +300,10 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[s
         pred = model(f0, f1, c.t.to(device)).clamp(0, 1)
         out["val_psnr"] += float(psnr(pred, gt).sum())
         out["val_blend_psnr"] += float(psnr((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt).sum())
-        out["val_epe"] += float(_epe(pwc_flow(model, f0, f1), F.avg_pool2d(c.flow01.to(device), 4)) * len(f0))
-        out["val_feature_loss"] += float(feature_loss(model.flownets, f0, f1, c.flow01.to(device)) * len(f0))
+        flow01 = c.flow01.to(device)
+        feats0, feats1 = model.flownets.pyramid(f0), model.flownets.pyramid(f1)    # once for both scores
+        out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4)) * len(f0))
+        out["val_feature_loss"] += float(_cost_volume_loss(feats0, feats1, flow01) * len(f0))
         n += len(f0)
     return {k: v / n for k, v in out.items()}
 
