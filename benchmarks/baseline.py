@@ -1,4 +1,4 @@
-"""The baseline: what the official DAIN code does for every output frame (spec §3, §11).
+"""The baseline: what the official DAIN code does for every output frame (docs/dain-spec.md §3, §11).
 
 `DAIN.forward` in the official code (and `DAIN_slowmotion` with one time step) recomputes the
 whole network for each interpolated frame: depthNet and ctxNet on both frames (as one batch of
@@ -17,7 +17,6 @@ from typing import Hashable, Sequence
 import torch
 from torch import nn
 
-from dainrt.engine.runner import to_tensor
 from dainrt.model import DAIN, crop, pad, padding_for
 from dainrt.model.config import FLOW_SCALE
 from dainrt.model.convnets import run_kernel_net
@@ -54,25 +53,24 @@ class OfficialRunner:
     """`engine.Runner`'s interface with the official cost: every output frame recomputes
     everything (torch eager, FP32, no autograd). `calls["forward"]` counts the forwards."""
 
-    def __init__(self, model: DAIN, device: str | torch.device = "cpu", padding_mode: str = "official"):
+    def __init__(self, model: DAIN, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         if self.device.type == "cuda":
             # FP32 means FP32: TF32 would round conv operands to 10 mantissa bits.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self.forward = OfficialForward(model.to(self.device).eval())
-        self.padding_mode = padding_mode
         self.calls = {"forward": 0}
 
     @torch.inference_mode()
     def interpolate(self, key0: Hashable, image0, key1: Hashable, image1, times: Sequence[float]) -> list[torch.Tensor]:
-        """Frames at each t between image0 and image1 (HxWx3, see `engine.runner.to_tensor`):
-        one (3,H,W) float32 tensor per t on the device, cropped, not clamped. Keys are ignored."""
+        """Frames at each t between image0 and image1 ((3,H,W) float32 in [0,1] on the device, as
+        `engine.Runner` takes them): one (3,H,W) float32 tensor per t on the device, cropped, not
+        clamped. Keys are ignored."""
         outputs = []
         for t in times:
-            x0 = to_tensor(image0).to(self.device)
-            x1 = to_tensor(image1).to(self.device)
-            padding = padding_for(x0.shape[-2], x0.shape[-1], self.padding_mode)
+            x0, x1 = image0.unsqueeze(0), image1.unsqueeze(0)
+            padding = padding_for(x0.shape[-2], x0.shape[-1])
             tt = torch.full((1,), float(t), dtype=torch.float32, device=self.device)
             frame = self.forward(pad(x0, padding), pad(x1, padding), tt)
             self.calls["forward"] += 1

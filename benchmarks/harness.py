@@ -40,19 +40,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
+from dainrt.base.metrics import psnr
+from dainrt.base.sizes import parse_size
+from dainrt.runtime.transfer import to_tensor
 
 from . import report as rep
 from .macs import ModelMacs, count_model_macs
 from .timing import Measurement, Stats, StageClock, measure
 
-SIZE_ALIASES = {
-    "256": (256, 256),
-    "480p": (854, 480),      # 16:9 FWVGA; pass 640x480 for 4:3
-    "720p": (1280, 720),
-    "1080p": (1920, 1080),
-    "4k": (3840, 2160),      # UHD
-}
 # Defaults per device type: small enough for a 2-core CPU to finish in a few minutes.
 DEFAULTS = {
     "cpu": {"sizes": ["128x128"], "runs": 3, "warmup": 1},
@@ -77,21 +73,6 @@ DEVICE_PEAKS: tuple[tuple[str, float, float], ...] = (
 )
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """`256` (256x256), `480p` (854x480), `720p`, `1080p`, `4k` (3840x2160) or `WxH` -> (W, H)."""
-    key = text.strip().lower()
-    if key in SIZE_ALIASES:
-        return SIZE_ALIASES[key]
-    parts = key.split("x")
-    try:
-        w, h = (int(p) for p in parts) if len(parts) == 2 else (int(key), int(key))
-    except ValueError:
-        raise DainrtError(f"bad --size {text!r}: use 256, 480p, 720p, 1080p, 4k or WxH") from None
-    if w < 1 or h < 1:
-        raise DainrtError(f"bad --size {text!r}: sides must be >= 1")
-    return w, h
-
-
 def size_label(w: int, h: int) -> str:
     return f"{w}x{h}"
 
@@ -111,38 +92,6 @@ def device_peak_tflops(device_name: str | None, precision: str) -> float | None:
 
 # --------------------------------------------------------------------------------------------
 # Variants
-
-
-class AutocastBackend:
-    """Torch stages on CUDA: frame, pair and rectify under autocast FP16; warp (the custom
-    layers and every coordinate) in FP32 (design.md §4). Options: `triton` runs the warp stage
-    with the Triton kernels of `dainrt.engine.kernels`; `compile` puts every stage through
-    `torch.compile`. Outputs are cast back to float32 to keep the STAGE_IO contract."""
-
-    def __init__(self, model, device: torch.device, compile: bool = False, triton: bool = False):
-        from dainrt.engine.torch_backend import TorchBackend
-        from dainrt.model import WarpStage
-
-        inner = TorchBackend(model, device)
-        self.name = "torch-compile" if compile else "torch-triton" if triton else "torch"
-        self.device = device
-        self.stages = dict(inner.stages)
-        if triton:
-            from dainrt.engine import kernels
-
-            self.stages["warp"] = WarpStage(project=kernels.depth_flow_projection, warp=kernels.adaptive_warp)
-        if compile:
-            self.stages = {k: torch.compile(v, dynamic=False) for k, v in self.stages.items()}
-
-    @torch.inference_mode()
-    def run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        if stage == "warp":
-            out = self.stages[stage](*inputs)
-        else:
-            with torch.autocast(self.device.type, dtype=torch.float16):
-                out = self.stages[stage](*inputs)
-        out = out if isinstance(out, tuple) else (out,)
-        return tuple(o.float() for o in out)
 
 
 @dataclass
@@ -184,12 +133,14 @@ def plan_variants(model, device: torch.device, families: Sequence[str],
         if cuda:
             from dainrt.engine.kernels import kernels_available
 
-            variants.append(Variant("torch", "fp16", lambda: AutocastBackend(model, device)))
+            variants.append(Variant("torch", "fp16", lambda: TorchBackend(model, device, precision="fp16")))
             if kernels_available():
-                variants.append(Variant("torch-triton", "fp16", lambda: AutocastBackend(model, device, triton=True)))
+                variants.append(Variant("torch-triton", "fp16",
+                                        lambda: TorchBackend(model, device, precision="fp16", kernels="triton")))
             else:
                 skip("torch-triton", "fp16", "triton is not installed (pip install 'dainrt[triton]')")
-            variants.append(Variant("torch-compile", "fp16", lambda: AutocastBackend(model, device, compile=True)))
+            variants.append(Variant("torch-compile", "fp16",
+                                    lambda: TorchBackend(model, device, precision="fp16", compile=True)))
         else:
             skip("torch", "fp16", "autocast FP16 is measured on CUDA only (no fast FP16 convolutions on this CPU)")
             skip("torch-triton", "fp16", "the Triton warp kernels need a CUDA GPU")
@@ -250,7 +201,7 @@ def default_pairs_dir() -> Path | None:
 
 def load_pairs(directory: Path, max_w: int, max_h: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The Middlebury pairs (frame10, frame11), centre-cropped to at most max_w x max_h."""
-    from dainrt.images import read_image
+    from dainrt.base.images import read_image
 
     pairs = []
     for name in PSNR_PAIRS:
@@ -266,16 +217,6 @@ def load_pairs(directory: Path, max_w: int, max_h: int) -> list[tuple[str, np.nd
             imgs.append(np.ascontiguousarray(img[top : top + ch, left : left + cw, :3]))
         pairs.append((name, imgs[0], imgs[1]))
     return pairs
-
-
-PSNR_CAP_DB = 999.0
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB (peak 1) of two (3,H,W) frames after clipping to [0,1]; 999 when identical
-    (a finite stand-in for infinity, so the JSON stays valid)."""
-    mse = float(torch.mean((a.float().cpu().clamp(0, 1) - b.float().cpu().clamp(0, 1)) ** 2))
-    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * math.log10(1.0 / mse))
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +240,7 @@ class BenchOptions:
 
 
 def _load_model(weights: str | None, width: float | None, seed: int):
-    from dainrt.checkpoint import load_model, synthetic_state_dict
+    from dainrt.model.checkpoint import load_model, synthetic_state_dict
     from dainrt.model import DAIN, ModelConfig
 
     if weights:
@@ -345,7 +286,7 @@ def bench(opts: BenchOptions) -> dict:
 
 
 def _bench(opts: BenchOptions) -> dict:
-    from dainrt.api import times_for_factor
+    from dainrt.base.times import times_for_factor
     from dainrt.engine.backend import resolve_device
     from dainrt.model import padded_size
 
@@ -384,7 +325,9 @@ def _bench(opts: BenchOptions) -> dict:
         if m.peak_mem_note:
             mem_notes.add(m.peak_mem_note)
 
-    frames = {(w, h): stream_frames(w, h, runs + warmup + 2, seed=opts.seed) for w, h in sizes}
+    # The runners take float tensors on the device: convert and upload once, outside the timing.
+    frames = {(w, h): [to_tensor(f).to(device) for f in stream_frames(w, h, runs + warmup + 2, seed=opts.seed)]
+              for w, h in sizes}
     for (w, h), stream in frames.items():
         size = size_label(w, h)
         ph, pw = padded_size(h, w)
@@ -462,7 +405,7 @@ def _measure_baseline(model, device, frames, times, runs, warmup, on_run) -> Mea
 def _measure_variant(v: Variant, clock: StageClock, frames, size, factors, runs, warmup, device,
                      progress, record_note, log) -> list[dict]:
     """End-to-end rows (per factor) and stage rows of one variant at one size, on a stream."""
-    from dainrt.api import times_for_factor
+    from dainrt.base.times import times_for_factor
     from dainrt.engine import Runner
 
     rows, stage_ms, peaks = [], {}, []
@@ -527,7 +470,8 @@ class _Reference:
             if self.directory is None or not self.directory.is_dir():
                 self.log("no PSNR: the Middlebury pairs were not found (pass --pairs DIR)")
             else:
-                self._pairs = load_pairs(self.directory, self.max_w, self.max_h)
+                self._pairs = [(name, to_tensor(f0).to(self.device), to_tensor(f1).to(self.device))
+                               for name, f0, f1 in load_pairs(self.directory, self.max_w, self.max_h)]
                 if not self._pairs:
                     self.log(f"no PSNR: no Middlebury pairs under {self.directory}")
         return self._pairs
@@ -546,15 +490,15 @@ class _Reference:
 
         out = []
         for name, f0, f1 in self._load():
-            self.log(f"PSNR {v.label} vs torch fp32: {name} {f0.shape[1]}x{f0.shape[0]}")
+            self.log(f"PSNR {v.label} vs torch fp32: {name} {f0.shape[2]}x{f0.shape[1]}")
             try:
                 frame = Runner(backend).interpolate(0, f0, 1, f1, [PSNR_T])[0]
             except Exception as err:  # noqa: BLE001 - no PSNR for this pair, say why
                 self.log(f"no PSNR for {v.label} on {name}: {_one_line(err)}")
                 continue
             out.append({"backend": v.backend, "precision": v.precision, "pair": name,
-                        "size": size_label(f0.shape[1], f0.shape[0]), "t": PSNR_T,
-                        "psnr_db": psnr(frame, self._reference(name, f0, f1))})
+                        "size": size_label(f0.shape[2], f0.shape[1]), "t": PSNR_T,
+                        "psnr_db": psnr(frame.clamp(0, 1), self._reference(name, f0, f1).clamp(0, 1))})
         return out
 
 

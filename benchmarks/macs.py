@@ -1,4 +1,4 @@
-"""Multiply-accumulate counts of DAIN, per component, per stage and per output frame (spec §11).
+"""Multiply-accumulate counts of DAIN, per component, per stage and per output frame (docs/dain-spec.md §11).
 
 Convolutions are counted with forward hooks on every `Conv2d` / `ConvTranspose2d` while the
 modules run on the `meta` device (shapes only: no memory, no arithmetic, instant even at 4k).
@@ -7,7 +7,7 @@ The custom layers have no module to hook, so they are counted analytically:
 * correlation: 81 * C MACs per feature-map pixel of each of the 5 decoder levels;
 * adaptive warp: 16 taps per pixel per channel of the four warped tensors (3 + 3 + 2 * Ck);
 * depth-aware flow projection: 4 corners x 3 accumulated values per pixel (scatter-adds, not
-  true MACs; spec §11 lists them as "~24" and leaves them out of its official total).
+  true MACs; docs/dain-spec.md §11 lists them as "~24" and leaves them out of its official total).
 
 One MAC is one multiply-add; FLOP = 2 x MAC. Counts are for padded frames (H, W multiples of 64).
 """
@@ -94,7 +94,7 @@ class ModelMacs:
     def pixels(self) -> int:
         return self.height * self.width
 
-    # Stage costs (design.md §3)
+    # Stage costs (docs/architecture.md §3)
     @property
     def frame(self) -> int:
         return self.depth_net + self.context_net + self.pyramid

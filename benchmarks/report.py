@@ -20,10 +20,11 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
+
+from dainrt.base.files import atomic_write
 
 RESULT_FIELDS = (
     "backend", "precision", "stage", "size", "factor", "median_ms", "p10_ms", "p90_ms", "fps",
@@ -109,14 +110,7 @@ def write_json(report: dict, path: str | os.PathLike) -> Path:
     """Write the report atomically (temp file + rename); parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        json.dump(report, f, indent=1, allow_nan=False)
-        f.write("\n")
-        tmp = f.name
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)           # a temp file is 0600; give it a normal file's mode
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(report, indent=1, allow_nan=False) + "\n")
     return path
 
 

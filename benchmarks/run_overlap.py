@@ -83,7 +83,7 @@ class RssSampler:
 
 
 def _model(args):
-    from dainrt.checkpoint import load_model, synthetic_state_dict
+    from dainrt.model.checkpoint import load_model, synthetic_state_dict
     from dainrt.model import DAIN, ModelConfig
 
     if args.weights:

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
 
-    from dainrt.checkpoint import synthetic_state_dict
+    from dainrt.model.checkpoint import synthetic_state_dict
     from dainrt.engine import create_backend
     from dainrt.model import DAIN, STAGE_NAMES, ModelConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
 
 COMMANDS = ["interpolate", "weights", "train", "eval", "bench", "build_engine", "engines", "export", "run", "compare"]
 
@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DainrtError as err:
-        print(f"dainrt: error: {err}", file=sys.stderr)
+        # Below the command line an option is named as its Python parameter; here, as its flag.
+        message = err.as_flag() if isinstance(err, OptionError) else str(err)
+        print(f"dainrt: error: {message}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("dainrt: interrupted", file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 
 def _say(message: str) -> None:
@@ -59,7 +59,7 @@ def _resolve(spec: list, env: dict[str, int]) -> tuple[int, ...]:
 
 
 class OnnxRuntimeBackend:
-    """Runs the exported stages with ONNX Runtime (design.md §5). FP32 tensors in and out.
+    """Runs the exported stages with ONNX Runtime (docs/architecture.md §5). FP32 tensors in and out.
 
     Args:
         model: a `dainrt.model.DAIN` (its weights are exported; it is not run).
@@ -75,7 +75,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model, device: torch.device = torch.device("cpu"), onnx_dir=None, precision: str = "fp32",
                  providers=None, threads: int | None = None, progress=_say):
-        from dainrt.checkpoint import fingerprint
+        from dainrt.model.checkpoint import fingerprint
         from dainrt.export import ensure_exported
 
         self.device = torch.device(device)
@@ -158,6 +158,10 @@ class OnnxRuntimeBackend:
                      for spec, x in zip(entry["inputs"], inputs)}
             return tuple(torch.from_numpy(np.asarray(y)) for y in sess.run(None, feeds))
         return self._run_bound(sess, entry, inputs)
+
+    def close(self) -> None:
+        """Drop the sessions (ONNX Runtime frees their memory)."""
+        self._sessions.clear()
 
     def _run_bound(self, sess, entry: dict, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """CUDA: bind torch device tensors by pointer; outputs allocated by torch. (Untested here.)"""

@@ -1,78 +1,71 @@
 """Chains the stages over a stream of frames on any backend, caching what can be shared.
 
 A frame's `frame` results serve the pairs on both sides of it; a pair's `pair` results serve
-every t of that pair (design.md §3). The runner keeps the results of the last two frames and
-of the last pair, so a stream costs one `frame` per input frame, one `pair` per input pair and
-one `warp` + `rectify` per output frame. Frames are identified by a caller-chosen hashable id
-(a frame index in a video, a path for two pictures).
+every t of that pair (docs/architecture.md §3). The runner keeps the results of the last two
+frames and of the last pair, so a stream costs one `frame` per input frame, one `pair` per input
+pair and one `warp` + `rectify` per output frame. Frames are identified by a caller-chosen
+hashable id (a frame index in a video, a path for two pictures).
+
+The runner takes and returns float tensors on the backend's device: converting pictures from
+and to the host's integer formats is the caller's job (`dainrt.runtime.transfer`).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Hashable, Sequence
 
-import numpy as np
 import torch
 
 from dainrt.model import crop, pad, padding_for
 
-from .backend import Backend
+from .backend import Backend, warp_rectify
 
-
-def to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """HxWx3 uint8 (0..255), uint16 (0..65535) or float in [0,1] -> (1,3,H,W) float32 in [0,1]."""
-    if isinstance(image, np.ndarray):
-        if image.dtype == np.uint16:
-            image = image.astype(np.float32) / 65535.0
-        elif not image.flags.writeable:      # torch refuses to wrap read-only memory silently
-            image = image.copy()
-        t = torch.from_numpy(np.ascontiguousarray(image))
-    else:
-        t = image
-    if t.ndim != 3 or t.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {tuple(t.shape)}")
-    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.to(torch.float32)
-    return t.permute(2, 0, 1).unsqueeze(0).contiguous()
+FRAMES_KEPT = 2   # a stream needs the two frames of the current pair
 
 
 class Runner:
-    """Interpolates between frames of a stream with `backend`, padding by `padding_mode`."""
+    """Interpolates between frames of a stream with `backend` (official padding rule)."""
 
-    def __init__(self, backend: Backend, padding_mode: str = "official", frames_kept: int = 2):
+    def __init__(self, backend: Backend):
         self.backend = backend
-        self.padding_mode = padding_mode
         self._frames: OrderedDict[Hashable, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = OrderedDict()
         self._pair_key: tuple[Hashable, Hashable] | None = None
         self._pair: tuple[torch.Tensor, ...] = ()
-        self._frames_kept = frames_kept
         self.calls = {"frame": 0, "pair": 0, "warp": 0, "rectify": 0}
 
     def _run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         self.calls[stage] += 1
         return self.backend.run(stage, inputs)
 
-    def _frame(self, key: Hashable, image) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def _frame(self, key: Hashable, image: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         if key in self._frames:
             self._frames.move_to_end(key)
             return self._frames[key]
-        x = to_tensor(image).to(self.backend.device)
-        padded = pad(x, padding_for(x.shape[-2], x.shape[-1], self.padding_mode))
+        x = image.unsqueeze(0)
+        padded = pad(x, padding_for(x.shape[-2], x.shape[-1]))
         entry = (padded, self._run("frame", (padded,)))
         self._frames[key] = entry
-        while len(self._frames) > self._frames_kept:
+        while len(self._frames) > FRAMES_KEPT:
             self._frames.popitem(last=False)
         return entry
 
-    def interpolate(self, key0: Hashable, image0, key1: Hashable, image1, times: Sequence[float]) -> list[torch.Tensor]:
+    def interpolate(self, key0: Hashable, image0: torch.Tensor, key1: Hashable, image1: torch.Tensor,
+                    times: Sequence[float]) -> list[torch.Tensor]:
         """Frames at each t in `times` between image0 (t=0) and image1 (t=1).
 
-        Images are HxWx3 (see `to_tensor`); both must have the same size. Returns one (3,H,W)
-        float32 tensor per t on the backend's device, cropped to the input size, not clamped.
+        Images: (3,H,W) float32 RGB in [0,1] on the backend's device, both the same size.
+        Returns one (3,H,W) float32 tensor per t on that device, cropped to the input size, not
+        clamped.
         """
-        shape0, shape1 = tuple(np.shape(image0))[:2], tuple(np.shape(image1))[:2]
-        if shape0 != shape1:
-            raise ValueError(f"frames differ in size: {shape0[1]}x{shape0[0]} vs {shape1[1]}x{shape1[0]}")
-        padding = padding_for(shape0[0], shape0[1], self.padding_mode)
+        for image in (image0, image1):
+            if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3 \
+                    or image.dtype != torch.float32:
+                what = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+                raise ValueError(f"the runner takes (3,H,W) float32 tensors, got {what}")
+        if image0.shape != image1.shape:
+            (_, h0, w0), (_, h1, w1) = image0.shape, image1.shape
+            raise ValueError(f"frames differ in size: {w0}x{h0} vs {w1}x{h1}")
+        padding = padding_for(image0.shape[-2], image0.shape[-1])
         img0, (ctx0, *feats0) = self._frame(key0, image0)
         img1, (ctx1, *feats1) = self._frame(key1, image1)
         if self._pair_key != (key0, key1):
@@ -82,8 +75,9 @@ class Runner:
         outputs = []
         for t in times:
             tt = torch.full((1,), float(t), dtype=torch.float32, device=self.backend.device)
-            rectify_input, blend = self._run("warp", (img0, img1, ctx0, ctx1, flow01, flow10, kernel0, kernel1, tt))
-            (frame,) = self._run("rectify", (rectify_input, blend))
+            self.calls["warp"] += 1
+            self.calls["rectify"] += 1
+            frame = warp_rectify(self.backend, (img0, img1, ctx0, ctx1, flow01, flow10, kernel0, kernel1, tt))
             outputs.append(crop(frame, padding)[0])
         return outputs
 

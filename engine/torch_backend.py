@@ -1,26 +1,71 @@
-"""The PyTorch backend: the stage modules themselves, eager, FP32, no autograd."""
+"""The PyTorch backend: the stage modules themselves, eager or compiled, no autograd.
+
+Options (each maps to one `dainrt run` flag on the GPU paths):
+
+* `precision`: `fp32` (default; TF32 off on CUDA, for parity with the official model) or
+  `fp16`: frame, pair and rectify under autocast FP16; the warp stage (custom layers, every
+  coordinate) always runs in FP32 (docs/architecture.md §4). Outputs are float32 either way.
+* `kernels`: `reference` (the vectorised PyTorch ops of `model/ops`) or `triton` (the Triton
+  kernels of `dainrt.engine.kernels` for the two warping layers; CUDA, or Triton's interpreter).
+* `compile`: put every stage through `torch.compile` (static shapes).
+"""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
-from dainrt.model import DAIN
+from dainrt.base.errors import OptionError
+from dainrt.model import DAIN, CustomOps
+
+PRECISIONS = ("fp32", "fp16")
+KERNELS = ("reference", "triton")
+
+
+def _custom_ops(kernels: str) -> CustomOps:
+    if kernels not in KERNELS:
+        raise OptionError("kernels", f"must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    if kernels == "reference":
+        return CustomOps()
+    from dainrt.engine import kernels as triton_kernels
+
+    if not triton_kernels.kernels_available():
+        raise OptionError("kernels", "triton needs the triton package (pip install 'dainrt[triton]')")
+    return CustomOps(project=triton_kernels.depth_flow_projection, warp=triton_kernels.adaptive_warp)
 
 
 class TorchBackend:
-    """Runs `model`'s stages in eager PyTorch on `device` (FP32; TF32 off on CUDA for parity)."""
+    """Runs `model`'s stages in PyTorch on `device` (see the module docstring for the options)."""
 
     name = "torch"
 
-    def __init__(self, model: DAIN, device: torch.device):
-        self.device = device
-        if device.type == "cuda":
+    def __init__(self, model: DAIN, device: torch.device, precision: str = "fp32", kernels: str = "reference",
+                 compile: bool = False):
+        if precision not in PRECISIONS:
+            raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)} for the torch backend, "
+                                           f"got {precision!r}")
+        self.device = torch.device(device)
+        self.precision, self.kernels, self.compiled = precision, kernels, bool(compile)
+        if self.device.type == "cuda" and precision == "fp32":
             # TF32 convs round operands to 10 mantissa bits: far outside the golden tolerances.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        self.model = model.to(device).eval()
-        self.stages = self.model.stages()._asdict()
+        self.model = model.to(self.device).eval()
+        self.stages = self.model.stages(_custom_ops(kernels))._asdict()
+        if compile:
+            self.stages = {k: torch.compile(v, dynamic=False) for k, v in self.stages.items()}
+
+    def _autocast(self, stage: str):
+        if self.precision == "fp16" and stage != "warp":
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
 
     @torch.inference_mode()
     def run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        out = self.stages[stage](*inputs)
-        return out if isinstance(out, tuple) else (out,)
+        with self._autocast(stage):
+            out = self.stages[stage](*inputs)
+        out = out if isinstance(out, tuple) else (out,)
+        return tuple(o if o.dtype == torch.float32 else o.float() for o in out)
+
+    def close(self) -> None:
+        self.stages = {}

@@ -24,7 +24,7 @@ import torch
 from onnxscript import FLOAT
 from torch import Tensor
 
-from dainrt.model import WarpStage
+from dainrt.model import CustomOps
 from dainrt.model.ops import adaptive_warp as _adaptive_warp_ref
 from dainrt.model.ops import depth_flow_projection as _dfp_ref
 
@@ -38,7 +38,7 @@ AW_OP = "AdaptiveWarp"
 
 @torch.library.custom_op("dain::depth_flow_projection", mutates_args=())
 def depth_flow_projection(flow: Tensor, weight: Tensor) -> Tensor:
-    """Depth-aware flow projection with hole filling (spec §6.1): (B,2,H,W), (B,1,H,W) -> (B,2,H,W) fp32."""
+    """Depth-aware flow projection with hole filling (docs/dain-spec.md §6.1): (B,2,H,W), (B,1,H,W) -> (B,2,H,W) fp32."""
     return _dfp_ref(flow, weight, fill=True)
 
 
@@ -49,7 +49,7 @@ def _(flow: Tensor, weight: Tensor) -> Tensor:
 
 @torch.library.custom_op("dain::adaptive_warp", mutates_args=())
 def adaptive_warp(image: Tensor, flow: Tensor, kernel: Tensor) -> Tensor:
-    """Adaptive warping layer (spec §6.3): (B,C,H,W), (B,2,H,W), (B,16,H,W) -> (B,C,H,W) fp32."""
+    """Adaptive warping layer (docs/dain-spec.md §6.3): (B,C,H,W), (B,2,H,W), (B,16,H,W) -> (B,C,H,W) fp32."""
     return _adaptive_warp_ref(image, flow, kernel)
 
 
@@ -64,9 +64,6 @@ def _project(flow: Tensor, weight: Tensor, fill: bool = True) -> Tensor:
     return depth_flow_projection(flow, weight)
 
 
-def export_warp_stage() -> WarpStage:
-    """A WarpStage whose custom layers are the opaque ops above (for torch.onnx.export)."""
-    return WarpStage(project=_project, warp=adaptive_warp)
 
 
 # --- ONNX translations: one custom-domain node each --------------------------------------------
@@ -99,7 +96,7 @@ ONNX_TRANSLATIONS = {
 
 @torch.library.custom_op("dain::correlation", mutates_args=())
 def correlation(f1: Tensor, f2: Tensor, max_displacement: int = 4) -> Tensor:
-    """PWC cost volume (spec §6.4): (B,C,h,w) x2 -> (B,(2d+1)^2,h,w), input dtype."""
+    """PWC cost volume (docs/dain-spec.md §6.4): (B,C,h,w) x2 -> (B,(2d+1)^2,h,w), input dtype."""
     from dainrt.model.ops import correlation as ref
 
     return ref(f1, f2, max_displacement)
@@ -135,3 +132,7 @@ def _correlation_onnx(f1: FLOAT, f2: FLOAT, max_displacement: int = 4) -> FLOAT:
 
 
 ONNX_TRANSLATIONS[torch.ops.dain.correlation.default] = _correlation_onnx
+
+
+# The custom layers as the stages call them during export: opaque ops, written as the nodes above.
+EXPORT_OPS = CustomOps(correlate=correlation, project=_project, warp=adaptive_warp)

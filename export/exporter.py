@@ -1,4 +1,4 @@
-"""The four DAIN stages -> four ONNX files and a manifest (design.md §3-4).
+"""The four DAIN stages -> four ONNX files and a manifest (docs/architecture.md §3-4).
 
 `export_stages(model, out_dir, precision)` writes `frame.onnx`, `pair.onnx`, `warp.onnx`,
 `rectify.onnx` and `manifest.json`:
@@ -32,7 +32,8 @@ from typing import Callable
 
 import torch
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
+from dainrt.base.files import atomic_write
 
 OPSET = 18
 IR_VERSION = 10
@@ -90,25 +91,6 @@ def _symbolic(x_shape: tuple[int, ...], axis: int) -> str | int:
         sym = "h" if axis == 2 else "w"
         return sym if k == 1 else f"{k}*{sym}"
     return int(x_shape[axis])
-
-
-@contextlib.contextmanager
-def _opaque_correlation():
-    """Trace PWC's correlation as one opaque op (see custom_ops.correlation) during export.
-
-    The op computes the same reference function in eager mode, so a concurrent torch run in this
-    process is unaffected.
-    """
-    from dainrt.model import pwcnet
-
-    from .custom_ops import correlation
-
-    saved = pwcnet.correlation
-    pwcnet.correlation = correlation
-    try:
-        yield
-    finally:
-        pwcnet.correlation = saved
 
 
 @contextlib.contextmanager
@@ -208,15 +190,14 @@ def export_onnx(model, stages=None, progress: Callable[[str], None] | None = Non
     from dainrt.model import STAGE_IO, STAGE_NAMES
     from torch.export import Dim
 
-    from .custom_ops import ONNX_TRANSLATIONS, export_warp_stage
+    from .custom_ops import EXPORT_OPS, ONNX_TRANSLATIONS
 
     stages = list(stages or STAGE_NAMES)
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
     model = model.eval()
     examples = _example_inputs(model)
-    modules = model.stages()._asdict()
-    modules["warp"] = export_warp_stage()
+    modules = model.stages(EXPORT_OPS)._asdict()
     batch = Dim("batch", min=1, max=_DIM_MAX)
     h, w = Dim("h", min=1, max=_DIM_MAX), Dim("w", min=1, max=_DIM_MAX)
     protos = {}
@@ -227,7 +208,7 @@ def export_onnx(model, stages=None, progress: Callable[[str], None] | None = Non
         specs = [_dims(x, batch, h, w) for x in args]
         if stage == "pair":  # forward(image0, image1, *feats): the features are one tuple
             specs = [specs[0], specs[1], tuple(specs[2:])]
-        with torch.no_grad(), _opaque_correlation(), _quiet():
+        with torch.no_grad(), _quiet():
             outputs = modules[stage](*args)
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
             program = torch.onnx.export(
@@ -267,7 +248,7 @@ def build_manifest(protos: dict, blobs: dict[str, bytes], checkpoint_sha256: str
     import onnx
     import onnxscript
 
-    from dainrt import __version__
+    from dainrt.base import __version__
 
     from .custom_ops import AW_OP, DFP_OP, DOMAIN, DOMAIN_VERSION, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
@@ -299,8 +280,22 @@ def build_manifest(protos: dict, blobs: dict[str, bytes], checkpoint_sha256: str
     }
 
 
+def check_precision(precision: str) -> str:
+    """`precision` if it is one of PRECISIONS, else OptionError."""
+    if precision not in PRECISIONS:
+        raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def stage_precision(stage: str, precision: str) -> str:
-    """The precision a stage is exported in: `warp` is FP32 always (custom layers, coordinates)."""
+    """The precision a stage is exported (and its engine built) in: the warp stage holds every
+    coordinate and custom layer and stays FP32 (docs/dain-spec.md §7); the others follow
+    `precision`."""
+    from dainrt.model import STAGE_NAMES
+
+    check_precision(precision)
+    if stage not in STAGE_NAMES:
+        raise OptionError("stages", f"{stage!r} is unknown; choose from {', '.join(STAGE_NAMES)}")
     return "fp32" if stage == "warp" else precision
 
 
@@ -320,7 +315,7 @@ def manifest_problem(manifest: dict | None, directory, checkpoint_sha256: str, p
 
     With `check_files`, each ONNX file must also exist with the recorded size and sha256.
     """
-    from dainrt import __version__
+    from dainrt.base import __version__
     from dainrt.model import STAGE_NAMES
 
     if manifest is None:
@@ -352,22 +347,6 @@ def manifest_problem(manifest: dict | None, directory, checkpoint_sha256: str, p
 # Writing
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = None
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # NamedTemporaryFile makes 0600 files
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
 def check_writable(out_dir: str | os.PathLike) -> Path:
     """Create `out_dir` if needed and prove a file can be written there; DainrtError otherwise."""
     out = Path(out_dir).expanduser()
@@ -387,7 +366,7 @@ def export_stages(model, out_dir: str | os.PathLike, precision: str = "fp32", *,
                   protos: dict | None = None, stages=None) -> dict:
     """Export `model` (a `dainrt.model.DAIN`) to `out_dir`; returns the manifest (also written).
 
-    `checkpoint_sha256` defaults to the fingerprint of `model.state_dict()` (golden README §1.1:
+    `checkpoint_sha256` defaults to the fingerprint of `model.state_dict()` (tests/data/golden/README.md §1.1:
     the sha256 a checkpoint file of these weights has). `protos` lets a caller reuse FP32 protos
     of `export_onnx(model)` (tests; an export of both precisions); `stages` a subset of the four
     (the manifest then lists only those, and the runtime cache never takes such a directory).
@@ -397,11 +376,10 @@ def export_stages(model, out_dir: str | os.PathLike, precision: str = "fp32", *,
 
     from dainrt.model import STAGE_NAMES
 
-    if precision not in PRECISIONS:
-        raise DainrtError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     out = check_writable(out_dir)
     if checkpoint_sha256 is None:
-        from dainrt.checkpoint import fingerprint
+        from dainrt.model.checkpoint import fingerprint
 
         checkpoint_sha256 = fingerprint(model.state_dict())[0]
     stages = [s for s in STAGE_NAMES if s in (stages or STAGE_NAMES)]
@@ -427,8 +405,8 @@ def export_stages(model, out_dir: str | os.PathLike, precision: str = "fp32", *,
         for stage in stages:
             if progress:
                 progress(f"writing {file_name(stage)}")
-            _write_atomic(out / file_name(stage), blobs[stage])
-        _write_atomic(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+            atomic_write(out / file_name(stage), blobs[stage])
+        atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     except OSError as err:
         raise DainrtError(f"cannot write ONNX files to {out}: {err.strerror or err}") from None
     return manifest
@@ -438,7 +416,7 @@ def _annotate(proto, stage: str, checkpoint_sha256: str, precision: str) -> None
     """Identify a lone file: producer dainrt, and the stage/checkpoint/precision as metadata."""
     from onnx import helper
 
-    from dainrt import __version__
+    from dainrt.base import __version__
 
     proto.producer_name = "dainrt"
     proto.producer_version = __version__
@@ -453,8 +431,8 @@ def _annotate(proto, stage: str, checkpoint_sha256: str, precision: str) -> None
 
 def cached_export_dir(checkpoint_sha256: str, precision: str = "fp32") -> Path:
     """`<cache>/onnx/<checkpoint sha256[:16]>-<dainrt version>-<precision>/`."""
-    from dainrt import __version__
-    from dainrt.weights import cache_dir
+    from dainrt.base import __version__
+    from dainrt.base.paths import cache_dir
 
     return cache_dir() / "onnx" / f"{checkpoint_sha256[:16]}-{__version__}-{precision}"
 
@@ -474,10 +452,9 @@ def ensure_exported(model, onnx_dir: str | os.PathLike | None = None, precision:
     """
     import shutil
 
-    if precision not in PRECISIONS:
-        raise DainrtError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if checkpoint_sha256 is None:
-        from dainrt.checkpoint import fingerprint
+        from dainrt.model.checkpoint import fingerprint
 
         checkpoint_sha256 = fingerprint(model.state_dict())[0]
 
@@ -521,3 +498,8 @@ def ensure_exported(model, onnx_dir: str | os.PathLike | None = None, precision:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, read_manifest(final) or manifest
+
+
+def stage_files(directory: Path, manifest: dict) -> dict[str, Path]:
+    """stage -> ONNX file of an export made by `ensure_exported` (names from its manifest)."""
+    return {stage: Path(directory) / entry["file"] for stage, entry in manifest["stages"].items()}

@@ -2,7 +2,7 @@
 
 `convert_to_fp16(model)` turns an FP32 stage graph (frame, pair or rectify) into a mixed one:
 the convolutions and the feature-map ops around them compute in float16, and the FP32 islands of
-spec §7 stay float32. Deterministic and CPU-testable (ModelOpt AutoCast would need TensorRT and a
+docs/dain-spec.md §7 stay float32. Deterministic and CPU-testable (ModelOpt AutoCast would need TensorRT and a
 GPU once a graph has custom nodes; it remains an option on GPU machines).
 
 Interface: graph inputs and outputs stay **float32**; the casts sit at the boundary inside the
@@ -18,7 +18,7 @@ Which nodes compute in FP16 (decided in graph order):
    Range/Shape arithmetic, custom nodes, ...
 4. then, backwards: an arithmetic or data-movement node whose every consumer is FP32 (or a
    graph output) is made FP32 too, so values that feed an island are computed in FP32, not
-   rounded to FP16 first. This keeps in FP32 the spec §7 islands that are built from plain
+   rounded to FP16 first. This keeps in FP32 the docs/dain-spec.md §7 islands that are built from plain
    arithmetic: the PWC warp grid (flow -> coordinates -> GridSample), the correlation's
    products (Mul -> ReduceMean), the flow outputs (flow + refinement, x20) and the rectify
    stage's final residual add (`residual + blend`, blend being an FP32 graph input).

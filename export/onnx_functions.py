@@ -1,12 +1,12 @@
-"""Standard-op bodies of DAIN's custom nodes, as model-local ONNX functions (design.md §4).
+"""Standard-op bodies of DAIN's custom nodes, as model-local ONNX functions (docs/architecture.md §4).
 
 The exporter writes each custom layer as one node `dain::DepthFlowProjection` /
 `dain::AdaptiveWarp` (see `custom_ops.py`). This module builds the `FunctionProto` that defines
 each of them with opset-18 standard ops only, so ONNX Runtime (CPU or CUDA) runs the file with no
 extra library and TensorRT can fall back to the body where no plugin is registered. Semantics:
-spec/dain-architecture.md §6.1 and §6.3, identical to the PyTorch references in
+docs/dain-spec.md §6.1 and §6.3, identical to the PyTorch references in
 `dainrt.model.ops` (the tests compare them on the golden op cases). Everything is float32:
-coordinates, splat sums and weights never go through float16 (spec §7).
+coordinates, splat sums and weights never go through float16 (docs/dain-spec.md §7).
 
 DepthFlowProjection(flow (B,2,H,W), weight (B,1,H,W)) -> (B,2,H,W), holes filled:
   * splat: each source's (-w*u, -w*v, w) goes to the 4 pixels of its 2x2 footprint with one
@@ -96,7 +96,7 @@ def _function(name: str, inputs: list[str], outputs: list[str], body: _Body, doc
 
 
 def depth_flow_projection_function() -> FunctionProto:
-    """`dain::DepthFlowProjection(flow, weight) -> projected`, hole filling on (spec §6.1)."""
+    """`dain::DepthFlowProjection(flow, weight) -> projected`, hole filling on (docs/dain-spec.md §6.1)."""
     b = _Body("dfp")
     flow, weight = "flow", "weight"
     zero_f, one_f = b.float_scalar(0.0), b.float_scalar(1.0)
@@ -167,7 +167,7 @@ def depth_flow_projection_function() -> FunctionProto:
 
 
 def adaptive_warp_function() -> FunctionProto:
-    """`dain::AdaptiveWarp(image, flow, kernel) -> warped` (spec §6.3)."""
+    """`dain::AdaptiveWarp(image, flow, kernel) -> warped` (docs/dain-spec.md §6.3)."""
     b = _Body("aw")
     image, flow, kernel = "image", "flow", "kernel"
     zero_f, one_f = b.float_scalar(0.0), b.float_scalar(1.0)

@@ -49,5 +49,3 @@ class ModelConfig:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         return cls(width=float(d.get("width", 1.0)))
 
-
-OFFICIAL = ModelConfig()

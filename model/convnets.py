@@ -1,4 +1,4 @@
-"""The plain convolutional sub-networks of DAIN: context (spec §5.3), kernel estimation (§5.4)
+"""The plain convolutional sub-networks of DAIN: context (docs/dain-spec.md §5.3), kernel estimation (§5.4)
 and rectify (§5.5). Module and attribute names follow the official state-dict keys."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from .config import ModelConfig
 from .convnets import ContextNet, RectifyNet, kernel_head, kernel_trunk
 from .megadepth import MegaDepth
 from .pwcnet import PWCDCNet
-from .stages import FrameStage, PairStage, RectifyStage, Stages, WarpStage
+from .stages import CustomOps, FrameStage, PairStage, RectifyStage, Stages, WarpStage
 
 
 class DAIN(nn.Module):
@@ -31,12 +31,14 @@ class DAIN(nn.Module):
         self.flownets = PWCDCNet(config)
         self.depthNet = MegaDepth(config)
 
-    def stages(self) -> Stages:
-        """The four stage modules, sharing this model's parameters (cheap to build)."""
+    def stages(self, ops: CustomOps = CustomOps()) -> Stages:
+        """The four stage modules, sharing this model's parameters (cheap to build); `ops` are
+        the custom-layer implementations they call."""
         return Stages(
             frame=FrameStage(self.depthNet, self.ctxNet, self.flownets),
-            pair=PairStage(self.flownets, self.initScaleNets_filter, self.initScaleNets_filter1, self.initScaleNets_filter2),
-            warp=WarpStage(),
+            pair=PairStage(self.flownets, self.initScaleNets_filter, self.initScaleNets_filter1, self.initScaleNets_filter2,
+                           correlate=ops.correlate),
+            warp=WarpStage(project=ops.project, warp=ops.warp),
             rectify=RectifyStage(self.rectifyNet),
         )
 

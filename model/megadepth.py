@@ -1,4 +1,4 @@
-"""MegaDepth "HourGlass": single-image log-depth (spec §5.2).
+"""MegaDepth "HourGlass": single-image log-depth (docs/dain-spec.md §5.2).
 
 The official network is a Torch7 translation built from nested containers, so its state-dict
 keys are numeric paths (`depthNet.3.0.0.3.0.0.1.2.3.weight`). The classes here rebuild exactly

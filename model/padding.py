@@ -1,4 +1,4 @@
-"""Padding to the network's grid (spec §2.2) and cropping back.
+"""Padding to the network's grid (docs/dain-spec.md §2.2) and cropping back.
 
 The official rule, per axis of length L: if L is not a multiple of 128, pad to the next multiple
 of 128 (before = floor(extra/2), after = the rest); if it is, pad 32 on each side. Padding

@@ -1,4 +1,4 @@
-"""PWC-DC-Net optical flow, as fine-tuned inside DAIN (spec §5.1).
+"""PWC-DC-Net optical flow, as fine-tuned inside DAIN (docs/dain-spec.md §5.1).
 
 Split in two for streaming: `pyramid(image)` depends on one frame (computed once per video
 frame), `decode(feats_a, feats_b)` on an ordered pair. `forward(cat(Ia, Ib))` is the official
@@ -97,18 +97,21 @@ class PWCDCNet(nn.Module):
             x = torch.cat((getattr(self, f"conv{lvl}_{j}")(x), x), dim=1)   # new features first
         return x
 
-    def decode(self, feats_a: tuple[torch.Tensor, ...], feats_b: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Flow from frame a to frame b, (B,2,H/4,W/4), in units of full-res pixels / 20."""
+    def decode(self, feats_a: tuple[torch.Tensor, ...], feats_b: tuple[torch.Tensor, ...],
+               correlate=correlation) -> torch.Tensor:
+        """Flow from frame a to frame b, (B,2,H/4,W/4), in units of full-res pixels / 20.
+
+        `correlate` implements the cost volume (see `stages.CustomOps`)."""
         fa = dict(zip(range(2, 7), feats_a))
         fb = dict(zip(range(2, 7), feats_b))
-        x = self.leaky(correlation(fa[6], fb[6], MAX_DISPLACEMENT))
+        x = self.leaky(correlate(fa[6], fb[6], MAX_DISPLACEMENT))
         x = self._dense(6, x)
         flow = self.predict_flow6(x)
         for lvl in (5, 4, 3, 2):
             up_flow = getattr(self, f"deconv{lvl + 1}")(flow)
             up_feat = getattr(self, f"upfeat{lvl + 1}")(x)
             warped = warp_features(fb[lvl], up_flow * self.SCALES[lvl])
-            corr = self.leaky(correlation(fa[lvl], warped, MAX_DISPLACEMENT))
+            corr = self.leaky(correlate(fa[lvl], warped, MAX_DISPLACEMENT))
             x = self._dense(lvl, torch.cat((corr, fa[lvl], up_flow, up_feat), dim=1))
             flow = getattr(self, f"predict_flow{lvl}")(x)
         y = self.dc_conv4(self.dc_conv3(self.dc_conv2(self.dc_conv1(x))))

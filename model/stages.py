@@ -1,4 +1,4 @@
-"""DAIN split by what each part depends on (design.md §3).
+"""DAIN split by what each part depends on (docs/architecture.md §3).
 
 | stage   | depends on        | inputs -> outputs                                                     |
 |---------|-------------------|-----------------------------------------------------------------------|
@@ -13,7 +13,7 @@ images are padded RGB in [0,1] with H, W multiples of 64.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import FLOW_SCALE
 from .convnets import run_kernel_net
-from .ops import adaptive_warp, depth_flow_projection
+from .ops import adaptive_warp, correlation, depth_flow_projection
 
 DEPTH_EPS = 1e-6
 
@@ -41,6 +41,20 @@ STAGE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "rectify": (("rectify_input", "blend"), ("frame",)),
 }
 STAGE_NAMES = tuple(STAGE_IO)
+
+
+class CustomOps(NamedTuple):
+    """The implementations of DAIN's custom layers that the stages call.
+
+    The defaults are the vectorised PyTorch references of `model/ops/`; the ONNX export swaps in
+    opaque custom ops (`dainrt.export.custom_ops.EXPORT_OPS`), the torch backend on CUDA the
+    Triton kernels. Each has the reference's signature:
+    correlate(f0, f1, max_displacement), project(flow, weight, fill), warp(image, flow, kernel).
+    """
+
+    correlate: Callable = correlation
+    project: Callable = depth_flow_projection
+    warp: Callable = adaptive_warp
 
 
 class FrameStage(nn.Module):
@@ -69,17 +83,19 @@ class PairStage(nn.Module):
     full-resolution pixels, i.e. 20x the PWC output; kernel0, kernel1 (B,16,H,W) raw taps).
     """
 
-    def __init__(self, flow_net: nn.Module, trunk: nn.ModuleList, head0: nn.ModuleList, head1: nn.ModuleList):
+    def __init__(self, flow_net: nn.Module, trunk: nn.ModuleList, head0: nn.ModuleList, head1: nn.ModuleList,
+                 correlate=correlation):
         super().__init__()
         self.flow_net = flow_net
         self.trunk = trunk
         self.head0 = head0
         self.head1 = head1
+        self.correlate = correlate
 
     def forward(self, image0, image1, *feats):
         feats0, feats1 = feats[:5], feats[5:]
-        flow01 = FLOW_SCALE * self.flow_net.decode(feats0, feats1)
-        flow10 = FLOW_SCALE * self.flow_net.decode(feats1, feats0)
+        flow01 = FLOW_SCALE * self.flow_net.decode(feats0, feats1, self.correlate)
+        flow10 = FLOW_SCALE * self.flow_net.decode(feats1, feats0, self.correlate)
         trunk = run_kernel_net(self.trunk, torch.cat((image0, image1), dim=1))
         return flow01, flow10, run_kernel_net(self.head0, trunk), run_kernel_net(self.head1, trunk)
 
@@ -92,8 +108,7 @@ class WarpStage(nn.Module):
     Outputs: rectify_input (B, 45+2Ck, H, W) = cat(blend, warped0, warped1, Ft0, Ft1, kernel0,
     kernel1, warped context0, warped context1) and blend (B,3,H,W) = (1-t) warped0 + t warped1.
 
-    `project` and `warp` are the implementations of the two custom layers: the PyTorch
-    reference by default; export swaps in custom-op wrappers, a GPU backend faster kernels.
+    `project` and `warp` are the implementations of the two custom layers (see `CustomOps`).
     """
 
     def __init__(self, project=depth_flow_projection, warp=adaptive_warp):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 from .decode import Decoder, probe
 from .encode import write_error

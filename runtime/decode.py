@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 from .scenes import thumbnail
 from .timing import Timeline

@@ -30,7 +30,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
+from dainrt.base.files import write_json
 
 from .decode import InputInfo, _av_message, is_image_sequence, open_input
 
@@ -49,16 +50,6 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to `path` atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_error(path: os.PathLike | str, err: BaseException) -> DainrtError:
@@ -316,7 +307,7 @@ class VideoSegmentWriter:
             meta = {"index": self.index, "frames": self.frames, "kinds": self.kinds,
                     "time_base": f"{self.settings.time_base.numerator}/{self.settings.time_base.denominator}",
                     "packets": self.packets}
-            write_json_atomic(self.meta_path, meta)
+            write_json(self.meta_path, meta)
             os.replace(self.part, self.path)
         except (av.error.FFmpegError, OSError) as err:
             raise write_error(self.part, err) from None
@@ -348,7 +339,7 @@ class ImageSegmentWriter:
             raise write_error(self.part, err) from None
 
     def write(self, job, payload) -> None:
-        from dainrt.images import write_image
+        from dainrt.base.images import write_image
 
         arr = payload
         if not isinstance(arr, np.ndarray):
@@ -665,7 +656,3 @@ def _format_for(path: Path) -> str | None:
     return {".mkv": "matroska", ".mka": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4",
             ".mov": "mov", ".avi": "avi", ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts",
             ".nut": "nut", ".mxf": "mxf", ".flv": "flv"}.get(ext)
-
-
-def output_kind(path: str | os.PathLike) -> str:
-    return "images" if is_image_sequence(path) else "video"

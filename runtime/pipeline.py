@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
+from dainrt.base.files import write_json
 
 from . import encode as enc
 from .decode import Decoder, InputInfo, is_image_sequence, probe
-from .resume import file_identity, model_identity, prepare_work_dir, work_dir_for
+from .resume import file_identity, prepare_work_dir, work_dir_for
 from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
 from .timing import FADE, INTERP, KINDS, Anchor, Planner, format_rate, frac_to_str, make_grid
 
@@ -117,10 +118,11 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
 
 
 def _load_model(opts: RunOptions):
+    from dainrt.model.checkpoint import fingerprint, load_model
+
     if opts.model is not None:
-        return opts.model, {"in_memory_sha256": model_identity(opts.model)}
-    from dainrt.checkpoint import load_model
-    from dainrt.weights import resolve_weights
+        return opts.model, {"in_memory_sha256": fingerprint(opts.model.state_dict())[0]}
+    from dainrt.model.weights import resolve_weights
 
     path = resolve_weights(opts.weights)
     return load_model(path, device="cpu"), file_identity(path)
@@ -166,22 +168,26 @@ def run(opts: RunOptions) -> dict:
             torch.set_num_threads(threads)
 
 
-def _run(opts: RunOptions) -> dict:
-    t_start = time.perf_counter()
+def _check_options(opts: RunOptions) -> None:
+    """One-line errors for option values that no run can use, before anything is read."""
     if (opts.fps is None) == (opts.factor is None):
         raise DainrtError("give exactly one of --fps RATE or --factor N")
-    if opts.factor is not None and opts.factor < 1:
-        raise DainrtError(f"--factor must be 1 or more, got {opts.factor}")
-    if opts.max_frames is not None and opts.max_frames < 1:
-        raise DainrtError(f"--max-frames must be 1 or more, got {opts.max_frames}")
+    for name, value in (("factor", opts.factor), ("max_frames", opts.max_frames),
+                        ("segment_frames", opts.segment_frames)):
+        if value is not None and value < 1:
+            raise OptionError(name, f"must be 1 or more, got {value}")
     if opts.scene_mode not in ("repeat", "crossfade"):
-        raise DainrtError(f"--scene-mode must be repeat or crossfade, got {opts.scene_mode!r}")
+        raise OptionError("scene_mode", f"must be repeat or crossfade, got {opts.scene_mode!r}")
     if not 0 <= opts.scene_threshold <= 100:
-        raise DainrtError(f"--scene-threshold must lie in [0, 100] (0 turns detection off), got {opts.scene_threshold}")
+        raise OptionError("scene_threshold", f"must lie in [0, 100] (0 turns detection off), got {opts.scene_threshold}")
     if not 0 <= opts.dedup_threshold <= 100:
-        raise DainrtError(f"--dedup-threshold must lie in [0, 100], got {opts.dedup_threshold}")
-    output, images_out = _check_paths(opts)
+        raise OptionError("dedup_threshold", f"must lie in [0, 100], got {opts.dedup_threshold}")
 
+
+def _run(opts: RunOptions) -> dict:
+    t_start = time.perf_counter()
+    _check_options(opts)
+    output, images_out = _check_paths(opts)
     info = probe(opts.input, opts.input_fps, opts.max_frames)
     for note in info.notes:
         _warn(note)
@@ -189,74 +195,188 @@ def _run(opts: RunOptions) -> dict:
     settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out)
     for note in settings.notes:
         _warn(note)
-    if opts.segment_frames is not None and opts.segment_frames < 1:
-        raise DainrtError(f"--segment-frames must be 1 or more, got {opts.segment_frames}")
     seg_frames = opts.segment_frames or max(1, math.ceil(SEGMENT_SECONDS * float(settings.rate or settings.average_rate)))
-
     if opts.dry_run:
         return _dry_run(opts, info, grid, settings, t_start)
+    film = _FilmRun(opts, info, grid, settings, seg_frames, output, images_out)
+    try:
+        if not film.state.complete:
+            film.stream()
+        film.assemble()
+        return film.result(time.perf_counter() - t_start)
+    finally:
+        film.backend.close()
 
-    # The model first: a wrong checkpoint should fail before anything is written.
-    import torch
 
-    from dainrt.engine import Runner, create_backend
-    from dainrt.engine.backend import resolve_device
+class _FilmRun:
+    """One `dainrt run` over a film, in three steps that each read on one screen:
 
-    device = resolve_device(opts.device)
-    model, weights_id = _load_model(opts)
-    fingerprint = _fingerprint(opts, info, settings, seg_frames, weights_id)
-    work = work_dir_for(output, images_out)
-    state, resuming = prepare_work_dir(work, opts.resume, fingerprint, grid.count, seg_frames, output)
-    notes = list(info.notes) + list(settings.notes)
-    if not images_out:
+    * `__init__` (setup): the model and backend (a wrong checkpoint fails before anything is
+      written), the work folder and its resume state, the detector and planner, restored to
+      where a resumed run stopped;
+    * `stream()`: decode thread -> detector + planner + Runner (this thread) -> encode thread,
+      segment by segment; Ctrl-C or an error keeps the finished segments;
+    * `assemble()` and `result()`: the segments joined into the output, the report.
+    """
+
+    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, seg_frames: int, output: Path,
+                 images_out: bool):
+        from dainrt.engine import Runner, create_backend
+        from dainrt.engine.backend import resolve_device
+
+        from .transfer import Transfers
+
+        self.opts, self.info, self.grid, self.settings = opts, info, grid, settings
+        self.seg_frames, self.output, self.images_out = seg_frames, output, images_out
+        device = resolve_device(opts.device)
+        model, weights_id = _load_model(opts)
+        fingerprint = _fingerprint(opts, info, settings, seg_frames, weights_id)
+        self.work = work_dir_for(output, images_out)
+        self.state, self.resuming = prepare_work_dir(self.work, opts.resume, fingerprint, grid.count, seg_frames,
+                                                     output)
+        self.notes = list(info.notes) + list(settings.notes) + self._check_output()
+        self.backend = create_backend(opts.backend, model, device, **opts.backend_options)
+        self.runner = Runner(self.backend)
+        self.calls_before = dict(self.runner.calls)
+        self.transfers = Transfers(self.backend.device, info.dtype)
+        self.report = _Report()
+        for seg in self.state.segments:
+            for k, v in seg["kinds"].items():
+                self.report.kinds[k] += v
+        self.detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
+        self.planner = Planner(grid, opts.scene_mode)
+        self.k_start = self.state.frames_done
+        self.resume_anchor = None
+        if self.resuming:
+            self.report.cuts, self.report.duplicates = list(self.state.scene_cuts), list(self.state.duplicates)
+            if self.state.resume is not None:
+                self.resume_anchor = self.planner.restore(self.state.resume["planner"])
+                self.detector.restore(self.state.resume["detector"], None)
+        self.inference_s = self.stream_s = 0.0
+        self.frames: dict[int, object] = {}      # decoded frames the planner may still use, by index
+
+    def _check_output(self) -> list[str]:
+        """Notes about what the output container can carry; a fresh work folder is removed when
+        the output cannot be written at all."""
+        if self.images_out:
+            if any(t in ("audio", "subtitle") for _, t, _ in self.info.other_streams):
+                _warn("picture output: the input's audio/subtitles are not written")
+                return ["picture output: the input's audio/subtitles are not written"]
+            return []
         try:
-            notes += enc.check_output(output, settings, info, work)
+            return enc.check_output(self.output, self.settings, self.info, self.work)
         except DainrtError:
-            if not resuming and not state.segments:
-                shutil.rmtree(work, ignore_errors=True)
+            if not self.resuming and not self.state.segments:
+                shutil.rmtree(self.work, ignore_errors=True)
             raise
-    elif any(t in ("audio", "subtitle") for _, t, _ in info.other_streams):
-        notes.append("picture output: the input's audio/subtitles are not written")
-        _warn(notes[-1])
 
-    backend = create_backend(opts.backend, model, device, **opts.backend_options)
-    runner = Runner(backend)
-    from .transfer import Transfers
+    # -- streaming -------------------------------------------------------------------------
 
-    transfers = Transfers(backend.device, info.dtype)
-    report = _Report()
-    for seg in state.segments:
-        for k, v in seg["kinds"].items():
-            report.kinds[k] += v
-    detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
-    planner = Planner(grid, opts.scene_mode)
-    k_start = state.frames_done
-    resume_anchor = None
-    start_pts = None
-    if resuming and state.resume is not None:
-        snap = state.resume
-        resume_anchor = planner.restore(snap["planner"])
-        detector.restore(snap["detector"], None)
-        report.cuts = list(state.scene_cuts)
-        report.duplicates = list(state.duplicates)
-        start_pts = resume_anchor.pts if resume_anchor is not None else None
-    elif resuming:
-        report.cuts, report.duplicates = list(state.scene_cuts), list(state.duplicates)
+    def stream(self) -> None:
+        """Decode, plan, interpolate and encode until the film ends; the finished segments are
+        recorded in the work folder's state as they complete."""
+        import torch
 
-    progress = None
-    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
-    if show:
-        from tqdm import tqdm
+        anchor = self.resume_anchor
+        progress = self._progress_bar()
+        decoder = Decoder(self.info, images=True, start=anchor.pts if anchor is not None else None,
+                          start_index=anchor.index if anchor is not None else 0,
+                          prepare=self.transfers.upload if self.transfers.cuda else None).start()
+        encoder = enc.SegmentedEncoder(self._make_writer, self.seg_frames, self._on_segment,
+                                       on_frame=(progress.update if progress is not None else None))
+        t_stream = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                self._loop(decoder, encoder)
+            encoder.finish()
+            self.stream_s = time.perf_counter() - t_stream
+        except BaseException as err:
+            encoder.cancel()
+            decoder.close()
+            if progress is not None:
+                progress.close()
+            self._abandon(err)
+            raise
+        decoder.close()
+        if progress is not None:
+            progress.close()
+        if decoder.dropped:
+            self.notes.append(f"{decoder.dropped} frames with a repeated or backwards timestamp were skipped")
+            _warn(self.notes[-1])
 
-        progress = tqdm(total=grid.count, initial=k_start, unit="frame", desc="dainrt run", dynamic_ncols=True,
-                        smoothing=0.1, file=sys.stderr)
+    def _loop(self, decoder, encoder) -> None:
+        anchor, planner = self.resume_anchor, self.planner
+        snap = self.state.resume if self.resuming and self.state.resume is not None else None
+        for df in decoder:
+            if anchor is not None and df.pts == anchor.pts and df.index == anchor.index and planner.prev is anchor:
+                # The resumed run's last input frame: the planner has it already, the detector
+                # needs its picture back.
+                self.detector.ref = df.thumb
+                self.frames[df.index] = df
+                continue
+            d = _admit(df, self.grid, self.detector, self.report)
+            if d.drop:
+                continue
+            if snap is None:
+                snap = self._snapshot()
+            self.frames[df.index] = df
+            self._emit(encoder, planner.push(Anchor(df.index, df.time, df.pts), d.cut), snap)
+            for key in [key for key in self.frames if key != df.index]:
+                del self.frames[key]
+            snap = self._snapshot()
+        self._emit(encoder, planner.finish(), snap if snap is not None else self._snapshot())
 
-    def make_writer(index: int):
-        if images_out:
-            return enc.ImageSegmentWriter(work, index, settings, output.name)
-        return enc.VideoSegmentWriter(work, index, settings)
+    def _emit(self, encoder, jobs, snap: dict) -> None:
+        """Encode the output frames of `jobs`; consecutive interpolations of one pair go to the
+        runner together (the pair's work is then done once)."""
+        i = 0
+        while i < len(jobs):
+            job = jobs[i]
+            if job.slot.k < self.k_start:            # already in a finished segment
+                i += 1
+                continue
+            if job.kind == INTERP:
+                group = [job]
+                while i + len(group) < len(jobs) and jobs[i + len(group)].kind == INTERP \
+                        and (jobs[i + len(group)].src, jobs[i + len(group)].dst) == (job.src, job.dst):
+                    group.append(jobs[i + len(group)])
+                payloads = self._interpolate(job.src, job.dst, [g.t for g in group])
+                for g, payload in zip(group, payloads):
+                    encoder.put(g, payload, snap)
+                self.report.kinds[INTERP] += len(group)
+                i += len(group)
+                continue
+            if job.kind == FADE:
+                payload = _blend(self.frames[job.src].image, self.frames[job.dst].image, job.t, self.info.dtype)
+            else:
+                payload = self.frames[job.src].image if self.images_out else self.frames[job.src].frame
+            encoder.put(job, payload, snap)
+            self.report.kinds[job.kind] += 1
+            i += 1
 
-    def on_segment(meta: dict, resume: dict | None) -> None:
+    def _interpolate(self, src: int, dst: int, times: list[float]) -> list:
+        """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
+        a, b = self.frames[src], self.frames[dst]
+        t0 = time.perf_counter()
+        outs = self.runner.interpolate(a.index, self.transfers.image(a.staged), b.index,
+                                       self.transfers.image(b.staged), times)
+        payloads = [self.transfers.download(o) for o in outs]
+        self.inference_s += time.perf_counter() - t0
+        return payloads
+
+    def _snapshot(self) -> dict:
+        """Where the run stands, for a resume from the next segment boundary."""
+        return {"planner": self.planner.state(), "detector": self.detector.state(),
+                "cuts": len(self.report.cuts), "dups": len(self.report.duplicates)}
+
+    def _make_writer(self, index: int):
+        if self.images_out:
+            return enc.ImageSegmentWriter(self.work, index, self.settings, self.output.name)
+        return enc.VideoSegmentWriter(self.work, index, self.settings)
+
+    def _on_segment(self, meta: dict, resume: dict | None) -> None:
+        """Encode thread: a segment is finished; record it (and where to resume) in the state."""
+        state, report = self.state, self.report
         state.segments.append(meta)
         if resume is None:
             state.resume, state.complete = None, True
@@ -270,144 +390,74 @@ def _run(opts: RunOptions) -> dict:
         except OSError as err:
             raise enc.write_error(state.path, err) from None
 
-    inference_s = 0.0
-    stream_s = 0.0
-    calls_before = dict(runner.calls)
-    if not state.complete:
-        decoder = Decoder(info, images=True, start=start_pts,
-                          start_index=resume_anchor.index if resume_anchor is not None else 0,
-                          prepare=transfers.upload if transfers.cuda else None).start()
-        encoder = enc.SegmentedEncoder(make_writer, seg_frames, on_segment,
-                                       on_frame=(progress.update if progress is not None else None))
-        frames: dict[int, object] = {}
+    def _progress_bar(self):
+        show = self.opts.progress if self.opts.progress is not None else sys.stderr.isatty()
+        if not show:
+            return None
+        from tqdm import tqdm
 
-        def snapshot() -> dict:
-            return {"planner": planner.state(), "detector": detector.state(),
-                    "cuts": len(report.cuts), "dups": len(report.duplicates)}
+        return tqdm(total=self.grid.count, initial=self.k_start, unit="frame", desc="dainrt run",
+                    dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
 
-        def emit(jobs, snap) -> None:
-            nonlocal inference_s
-            i = 0
-            while i < len(jobs):
-                job = jobs[i]
-                if job.slot.k < k_start:
-                    i += 1
-                    continue
-                if job.kind == INTERP:
-                    group = [job]
-                    while i + len(group) < len(jobs) and jobs[i + len(group)].kind == INTERP \
-                            and jobs[i + len(group)].src == job.src and jobs[i + len(group)].dst == job.dst:
-                        group.append(jobs[i + len(group)])
-                    a, b = frames[job.src], frames[job.dst]
-                    t0 = time.perf_counter()
-                    outs = runner.interpolate(a.index, transfers.image(a.staged), b.index, transfers.image(b.staged),
-                                              [g.t for g in group])
-                    payloads = [transfers.download(o) for o in outs]
-                    inference_s += time.perf_counter() - t0
-                    for g, p in zip(group, payloads):
-                        encoder.put(g, p, snap)
-                        report.kinds[INTERP] += 1
-                    i += len(group)
-                    continue
-                if job.kind == FADE:
-                    payload = _blend(frames[job.src].image, frames[job.dst].image, job.t, info.dtype)
-                elif images_out:
-                    payload = frames[job.src].image
-                else:
-                    payload = frames[job.src].frame
-                encoder.put(job, payload, snap)
-                report.kinds[job.kind] += 1
-                i += 1
+    def _abandon(self, err: BaseException) -> None:
+        """After Ctrl-C or an error: keep finished segments for --resume, else remove the work
+        folder; Ctrl-C becomes `Interrupted` with what was kept."""
+        done = len(self.state.segments)
+        if not done and not self.resuming:
+            shutil.rmtree(self.work, ignore_errors=True)        # nothing worth resuming
+        if not isinstance(err, KeyboardInterrupt):
+            return
+        if not done and not self.resuming:
+            raise Interrupted("interrupted before the first segment was finished; nothing was kept") from None
+        raise Interrupted(
+            f"interrupted: {self.state.frames_done} of {self.grid.count} output frames are safe in {self.work} "
+            f"({done} segment{'s' if done != 1 else ''}); run the same command with --resume to continue"
+        ) from None
 
-        t_stream = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                snap = state.resume if resuming and state.resume is not None else None
-                for df in decoder:
-                    if resume_anchor is not None and df.pts == resume_anchor.pts and df.index == resume_anchor.index \
-                            and planner.prev is resume_anchor:
-                        detector.ref = df.thumb
-                        frames[df.index] = df
-                        continue
-                    d = _admit(df, grid, detector, report)
-                    if d.drop:
-                        continue
-                    if snap is None:
-                        snap = snapshot()
-                    frames[df.index] = df
-                    jobs = planner.push(Anchor(df.index, df.time, df.pts), d.cut)
-                    emit(jobs, snap)
-                    for key in [key for key in frames if key != df.index]:
-                        del frames[key]
-                    snap = snapshot()
-                emit(planner.finish(), snap if snap is not None else snapshot())
-            encoder.finish()
-            stream_s = time.perf_counter() - t_stream
-        except KeyboardInterrupt:
-            encoder.cancel()
-            decoder.close()
-            if progress is not None:
-                progress.close()
-            done = len(state.segments)
-            if not done and not resuming:
-                shutil.rmtree(work, ignore_errors=True)
-                raise Interrupted("interrupted before the first segment was finished; nothing was kept") from None
-            raise Interrupted(
-                f"interrupted: {state.frames_done} of {grid.count} output frames are safe in {work} "
-                f"({done} segment{'s' if done != 1 else ''}); run the same command with --resume to continue"
-            ) from None
-        except BaseException:
-            encoder.cancel()
-            decoder.close()
-            if progress is not None:
-                progress.close()
-            if not state.segments and not resuming:
-                shutil.rmtree(work, ignore_errors=True)     # nothing worth resuming
-            raise
-        decoder.close()
-        dropped_ts = decoder.dropped
-        if dropped_ts:
-            notes.append(f"{dropped_ts} frames with a repeated or backwards timestamp were skipped")
-            _warn(notes[-1])
-    if progress is not None:
-        progress.close()
+    # -- assembly and report ---------------------------------------------------------------
 
-    # Assemble and rename.
-    segments = [s["index"] for s in sorted(state.segments, key=lambda s: s["index"])]
-    frames_written = state.frames_done
-    if frames_written != grid.count:
-        notes.append(f"{frames_written} output frames written where {grid.count} were planned "
-                     f"(the decoder delivered fewer frames than the file announced)")
-        _warn(notes[-1])
-    if not segments:
-        shutil.rmtree(work, ignore_errors=True)
-        raise DainrtError(f"{opts.input}: no frames could be decoded")
-    copied = {"copied_packets": 0, "copied_streams": []}
-    if images_out:
-        _place_pictures(work, segments, output)
-    else:
-        tmp = work / ("output" + output.suffix)
-        copied = enc.assemble(work, segments, settings, info, tmp,
-                              info.timeline.end if opts.max_frames else None, output)
-        try:
-            os.replace(tmp, output)
-        except OSError as err:
-            raise enc.write_error(output, err) from None
-    shutil.rmtree(work, ignore_errors=True)
+    def assemble(self) -> None:
+        """Join the finished segments into the output under its final name; remove the work folder."""
+        self.segments = [s["index"] for s in sorted(self.state.segments, key=lambda s: s["index"])]
+        self.frames_written = self.state.frames_done
+        if self.frames_written != self.grid.count:
+            self.notes.append(f"{self.frames_written} output frames written where {self.grid.count} were planned "
+                              f"(the decoder delivered fewer frames than the file announced)")
+            _warn(self.notes[-1])
+        if not self.segments:
+            shutil.rmtree(self.work, ignore_errors=True)
+            raise DainrtError(f"{self.opts.input}: no frames could be decoded")
+        self.copied = {"copied_packets": 0, "copied_streams": []}
+        if self.images_out:
+            _place_pictures(self.work, self.segments, self.output)
+        else:
+            tmp = self.work / ("output" + self.output.suffix)
+            self.copied = enc.assemble(self.work, self.segments, self.settings, self.info, tmp,
+                                       self.info.timeline.end if self.opts.max_frames else None, self.output)
+            try:
+                os.replace(tmp, self.output)
+            except OSError as err:
+                raise enc.write_error(self.output, err) from None
+        shutil.rmtree(self.work, ignore_errors=True)
 
-    wall = time.perf_counter() - t_start
-    calls = {k: runner.calls[k] - calls_before.get(k, 0) for k in runner.calls}
-    result = _report_dict(opts, info, grid, settings, report, frames_written, wall, notes)
-    result.update({
-        "backend": backend.name, "device": str(backend.device), "runner_calls": calls,
-        "inference_s": round(inference_s, 3), "stream_s": round(stream_s, 3),
-        "torch_threads": torch.get_num_threads() if backend.device.type == "cpu" else None,
-        "resumed_from_frame": k_start if resuming else None,
-        "segments": len(segments), "segment_frames": seg_frames,
-        "copied_streams": copied["copied_streams"], "copied_packets": copied["copied_packets"],
-    })
-    _write_report(opts.report, result)
-    return result
+    def result(self, wall: float) -> dict:
+        """The run's report (also written to --report)."""
+        import torch
+
+        backend, runner = self.backend, self.runner
+        calls = {k: runner.calls[k] - self.calls_before.get(k, 0) for k in runner.calls}
+        result = _report_dict(self.opts, self.info, self.grid, self.settings, self.report, self.frames_written, wall,
+                              self.notes)
+        result.update({
+            "backend": backend.name, "device": str(backend.device), "runner_calls": calls,
+            "inference_s": round(self.inference_s, 3), "stream_s": round(self.stream_s, 3),
+            "torch_threads": torch.get_num_threads() if backend.device.type == "cpu" else None,
+            "resumed_from_frame": self.k_start if self.resuming else None,
+            "segments": len(self.segments), "segment_frames": self.seg_frames,
+            "copied_streams": self.copied["copied_streams"], "copied_packets": self.copied["copied_packets"],
+        })
+        _write_report(self.opts.report, result)
+        return result
 
 
 def _place_pictures(work: Path, segments: list[int], output: Path) -> None:
@@ -457,7 +507,7 @@ def _write_report(path: str | None, data: dict) -> None:
     if not path:
         return
     try:
-        enc.write_json_atomic(Path(path), data)
+        write_json(Path(path), data)
     except OSError as err:
         raise DainrtError(f"cannot write the report {path}: {err.strerror}") from None
 

@@ -17,16 +17,14 @@ Disk use during a run: the segments plus, while assembling, the output once more
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dainrt.errors import DainrtError
-
-from .encode import write_json_atomic
+from dainrt.base.errors import DainrtError
+from dainrt.base.files import write_json
 
 STATE_FORMAT = "dainrt-run-1"
 STATE_FILE = "state.json"
@@ -42,15 +40,6 @@ def work_dir_for(output: Path, image_sequence: bool) -> Path:
 def file_identity(path: str | os.PathLike) -> dict:
     st = os.stat(path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def model_identity(model) -> str:
-    """A digest of an in-memory model's weights (for runs given a model object, not a file)."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -74,7 +63,7 @@ class RunState:
         return sum(s["frames"] for s in self.segments)
 
     def save(self) -> None:
-        write_json_atomic(self.path, {
+        write_json(self.path, {
             "format": STATE_FORMAT, "fingerprint": self.fingerprint, "output_frames": self.output_frames,
             "segment_frames": self.segment_frames, "segments": self.segments, "resume": self.resume,
             "complete": self.complete, "scene_cuts": self.scene_cuts, "duplicates": self.duplicates,

@@ -1,25 +1,43 @@
 """Moving pictures between the host and the inference device.
 
-On the CPU this is only the conversion of the model's float output to 8/16-bit RGB. On CUDA,
-uploads run on their own stream from pinned host memory (issued by the decode thread, ahead of
-use), downloads on another stream into pinned buffers (waited for by the encode thread), so
-copies overlap the compute stream. The compute stream waits on an upload's event before it
-reads the frame, and the download stream on a compute event before it copies a result.
+The runner takes (3,H,W) float32 tensors in [0,1] on its device; pictures on the host are
+HxWx3 uint8 or uint16. `to_tensor` is the one conversion in (value / peak of the type, the rule
+of `dainrt.base.images.PEAK`), `quantize` the one conversion out: clamp to [0, 1], scale by the
+peak, round half to even (as `dainrt.base.images.to_dtype`).
 
-`quantize` is the one conversion of a model output to integers: clamp to [0, 1], scale to
-255 (or 65535), round half to even (as `dainrt.images.to_dtype`).
+On CUDA, uploads run on their own stream from pinned host memory (issued by the decode thread,
+ahead of use; the integers travel, the conversion runs on the device), downloads on another
+stream into pinned buffers (waited for by the encode thread), so copies overlap the compute
+stream. The compute stream waits on an upload's event before it reads the frame, and the
+download stream on a compute event before it copies a result.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from dainrt.base.images import peak_of
+
+
+def to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """HxWx3 RGB (uint8, uint16, or float in [0,1]; numpy or torch, any device) -> (3,H,W)
+    float32 in [0,1] on the same device."""
+    if isinstance(image, np.ndarray):
+        # torch does not wrap read-only or negatively strided memory: those are copied.
+        t = torch.from_numpy(np.ascontiguousarray(image) if image.flags.writeable else image.copy())
+    else:
+        t = image
+    if t.ndim != 3 or t.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {tuple(t.shape)}")
+    t = t.to(torch.float32) if t.is_floating_point() else t.to(torch.float32) / peak_of(t.dtype)
+    return t.permute(2, 0, 1).contiguous()
+
 
 def quantize(frame: torch.Tensor, dtype) -> torch.Tensor:
     """(3,H,W) float -> (H,W,3) integer tensor on the same device (uint8, or int32 for 16-bit)."""
-    scale = 255.0 if np.dtype(dtype) == np.uint8 else 65535.0
-    q = torch.round(frame.clamp(0.0, 1.0) * scale)
-    q = q.to(torch.uint8) if scale == 255.0 else q.to(torch.int32)
+    peak = peak_of(np.dtype(dtype))
+    q = torch.round(frame.clamp(0.0, 1.0) * peak)
+    q = q.to(torch.uint8) if peak == 255.0 else q.to(torch.int32)
     return q.permute(1, 2, 0).contiguous()
 
 
@@ -35,10 +53,11 @@ class Uploaded:
         self.tensor, self.event = tensor, event
 
     def get(self) -> torch.Tensor:
+        """The frame as the runner takes it: (3,H,W) float32 on the device."""
         stream = torch.cuda.current_stream(self.tensor.device)
         stream.wait_event(self.event)
         self.tensor.record_stream(stream)
-        return self.tensor
+        return to_tensor(self.tensor)
 
 
 class Download:
@@ -67,8 +86,6 @@ class Transfers:
         """Decode thread: start copying `image` to the device (CPU: returned as it is)."""
         if not self.cuda:
             return image
-        if image.dtype == np.uint16:          # the runner reads uint16 as /65535: do it on the host
-            image = image.astype(np.float32) / 65535.0
         host = torch.from_numpy(np.ascontiguousarray(image)).pin_memory()
         with torch.cuda.stream(self.upload_stream):
             dev = host.to(self.device, non_blocking=True)
@@ -76,9 +93,9 @@ class Transfers:
             event.record(self.upload_stream)
         return Uploaded(dev, event)
 
-    def image(self, uploaded):
-        """Compute thread: what to hand to `Runner.interpolate` for an uploaded frame."""
-        return uploaded.get() if isinstance(uploaded, Uploaded) else uploaded
+    def image(self, uploaded) -> torch.Tensor:
+        """Compute thread: the (3,H,W) float32 device tensor `Runner.interpolate` takes."""
+        return uploaded.get() if isinstance(uploaded, Uploaded) else to_tensor(uploaded)
 
     def download(self, frame: torch.Tensor):
         """Compute thread: a model output (3,H,W) float -> numpy RGB (or a pending `Download`)."""

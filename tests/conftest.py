@@ -24,7 +24,7 @@ def load_golden(name: str) -> dict[str, np.ndarray]:
 
 
 def robust_metrics(ours, gold) -> dict[str, float]:
-    """Golden README §4.2 item 4: PSNR (peak 1), mean |d| and the share of |d| > 1e-3."""
+    """tests/data/golden/README.md §4.2 item 4: PSNR (peak 1), mean |d| and the share of |d| > 1e-3."""
     ours = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else ours
     d = np.abs(ours.astype(np.float64) - gold.astype(np.float64))
     mse = max(float(np.mean(d**2)), 1e-30)
@@ -42,7 +42,7 @@ def assert_robust_flow(ours, gold, what: str = "") -> None:
 
 
 def synthetic_model(width: float = 1.0, seed: int = 0):
-    from dainrt.checkpoint import synthetic_state_dict
+    from dainrt.model.checkpoint import synthetic_state_dict
     from dainrt.model import DAIN, ModelConfig
 
     config = ModelConfig(width)
@@ -53,7 +53,7 @@ def synthetic_model(width: float = 1.0, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def golden_model():
-    """Full-width DAIN with the golden synthetic checkpoint (golden README §1)."""
+    """Full-width DAIN with the golden synthetic checkpoint (tests/data/golden/README.md §1)."""
     return synthetic_model(1.0, seed=0)
 
 
@@ -66,7 +66,7 @@ def small_model():
 @pytest.fixture(scope="session")
 def small_ckpt(tmp_path_factory, small_model):
     """`small_model` saved as a dainrt checkpoint file, for the CLI's --weights."""
-    from dainrt.checkpoint import save_checkpoint
+    from dainrt.model.checkpoint import save_checkpoint
 
     return save_checkpoint(small_model, None, tmp_path_factory.mktemp("weights") / "small.pth")
 

@@ -1,4 +1,4 @@
-"""Slow per-pixel loop transcriptions of spec/dain-architecture.md §6.1, §6.3 and §6.4.
+"""Slow per-pixel loop transcriptions of docs/dain-spec.md §6.1, §6.3 and §6.4.
 
 Test-only, for tiny inputs: numpy arrays in, numpy float32 arrays out, scalar float32 arithmetic
 in the order the CUDA kernels use. They are deliberately naive so that they can be checked

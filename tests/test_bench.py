@@ -1,5 +1,5 @@
 """`dainrt bench`: the harness end to end on the CPU (no timed assertions), the MAC counter vs
-spec §11, and the official monolithic baseline vs the staged model."""
+docs/dain-spec.md §11, and the official monolithic baseline vs the staged model."""
 from __future__ import annotations
 
 import json
@@ -10,15 +10,17 @@ import torch
 
 from conftest import MIDDLEBURY
 from dainrt.benchmarks.baseline import OfficialForward, OfficialRunner
-from dainrt.benchmarks.harness import device_peak_tflops, parse_size
+from dainrt.base.sizes import parse_size
+from dainrt.benchmarks.harness import device_peak_tflops
 from dainrt.benchmarks.macs import count_model_macs
 from dainrt.benchmarks.report import EXTRA_FIELDS, RESULT_FIELDS
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
-from dainrt.engine.backend import _REGISTRY as backend_registry
-from dainrt.errors import DainrtError
-from dainrt.images import read_image
+from dainrt.engine.backend import BACKENDS as backend_registry
+from dainrt.base.errors import DainrtError
+from dainrt.base.images import read_image
 from dainrt.model import ModelConfig, pad, padding_for
+from dainrt.runtime.transfer import to_tensor
 
 STAGES = ("frame", "pair", "warp", "rectify")
 
@@ -154,7 +156,7 @@ def test_parse_size_and_peaks():
 
 
 def test_mac_counter_reproduces_spec_section_11():
-    # Per padded pixel at width 1 (spec §11); per-pixel counts do not depend on the size.
+    # Per padded pixel at width 1 (docs/dain-spec.md §11); per-pixel counts do not depend on the size.
     for h, w in ((64, 64), (256, 384)):
         m = count_model_macs(ModelConfig(1.0), h, w)
         px = m.per_pixel()
@@ -178,8 +180,9 @@ def test_baseline_forward_equals_staged_model(small_model, t):
     f0, f1 = (read_image(MIDDLEBURY / "RubberWhale" / f"frame1{i}.png")[100:164, 200:296] for i in (0, 1))
     official = OfficialRunner(small_model)
     staged = Runner(create_backend("torch", small_model))
-    (a,) = official.interpolate(0, f0, 1, f1, [t])
-    (b,) = staged.interpolate(0, f0, 1, f1, [t])
+    x0, x1 = to_tensor(f0), to_tensor(f1)
+    (a,) = official.interpolate(0, x0, 1, x1, [t])
+    (b,) = staged.interpolate(0, x0, 1, x1, [t])
     assert a.shape == b.shape == (3, 64, 96)
     torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
     assert official.calls == {"forward": 1}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import DATA, GOLDEN
-from dainrt.checkpoint import (
+from dainrt.model.checkpoint import (
     FORMAT,
     expected_shapes,
     fingerprint,
@@ -21,7 +21,7 @@ from dainrt.checkpoint import (
     synthetic_state_dict,
     verify_state_dict,
 )
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 from dainrt.model import DAIN, ModelConfig
 
 MANIFEST = json.loads((DATA / "dain-state-dict.json").read_text())
@@ -92,7 +92,7 @@ def test_golden_checkpoint_fingerprint(golden_sd):
 
 
 def test_golden_checkpoint_recipe_details(golden_sd):
-    """Spot checks of the recipe's rules (golden README §1.1)."""
+    """Spot checks of the recipe's rules (tests/data/golden/README.md §1.1)."""
     assert all(v.dtype == torch.int64 and v.shape == () and int(v) == 0
                for k, v in golden_sd.items() if k.endswith("num_batches_tracked"))
     assert all(v.dtype == torch.float32 for k, v in golden_sd.items() if not k.endswith("num_batches_tracked"))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dainrt.cli import main
-from dainrt.engine.tensorrt.cache import EngineCache, EngineKey, ShapeProfile, atomic_write
+from dainrt.base.files import atomic_write
+from dainrt.engine.tensorrt.cache import EngineCache, EngineKey, ShapeProfile
 
 KEY = EngineKey(
     gpu_name="NVIDIA H100 80GB HBM3",
@@ -21,6 +22,8 @@ KEY = EngineKey(
     stage="warp",
     precision="fp32",
     profile=ShapeProfile.static(1152, 1984).tag(),
+    optimization_level="3",
+    workspace="default",
     onnx_sha256="ab" * 32,
 )
 ENGINE = b"\x00serialized-engine\xff" * 100
@@ -34,7 +37,7 @@ def cache(tmp_path):
 def test_key_fields():
     assert [f.name for f in dataclasses.fields(EngineKey)] == [
         "gpu_name", "compute_capability", "tensorrt_version", "plugin_version", "stage", "precision",
-        "profile", "onnx_sha256",
+        "profile", "optimization_level", "workspace", "onnx_sha256",
     ]
     assert KEY.digest() == EngineKey(**KEY.as_dict()).digest()  # stable
     assert KEY.basename.startswith("warp-fp32-") and len(KEY.basename) == len("warp-fp32-") + 16
@@ -61,6 +64,8 @@ _CHANGES = {
     "stage": "rectify",
     "precision": "fp16",
     "profile": ShapeProfile.static(1152, 1920).tag(),
+    "optimization_level": "5",          # `build-engine --opt-level 5` must not reuse a level-3 engine
+    "workspace": "2048MiB",
     "onnx_sha256": "cd" * 32,
 }
 
@@ -163,14 +168,15 @@ def test_builder_helpers(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from dainrt.engine.tensorrt.builder import (build_command, parse_size, profile_for_sizes, stage_input_shapes,
-                                                stage_precision, tensor_scale)
-    from dainrt.errors import DainrtError
+    from dainrt.base.errors import DainrtError
+    from dainrt.base.sizes import parse_size
+    from dainrt.engine.tensorrt.builder import build_command, profile_for_sizes, stage_input_shapes, tensor_scale
+    from dainrt.export import stage_precision
 
     assert [stage_precision(s, "fp16") for s in ("frame", "pair", "warp", "rectify")] == ["fp16", "fp16", "fp32", "fp16"]
     assert parse_size("1920x1080") == (1920, 1080)
     with pytest.raises(DainrtError):
-        parse_size("1920")
+        parse_size("1920x1080x3")
     assert profile_for_sizes([(1920, 1080)]).tag() == "static:1x1152x1984"
     dyn = profile_for_sizes([(1920, 1080), (3840, 2160), (640, 360)], dynamic=True)
     assert dyn.opt == (1, 1152, 1984) and dyn.min[1] <= 448 and dyn.max[2] >= 3840

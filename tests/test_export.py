@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from dainrt.checkpoint import fingerprint, save_checkpoint
+from dainrt.model.checkpoint import fingerprint, save_checkpoint
 from dainrt.export import ensure_exported, export_stages, manifest_problem, read_manifest
 from dainrt.export.custom_ops import AW_OP, DFP_OP
 from dainrt.export.onnx_functions import single_op_model
@@ -60,7 +60,7 @@ def test_dfp_function_body_matches_reference(name):
     ref = depth_flow_projection(torch.from_numpy(flow), torch.from_numpy(weight), fill=True).numpy()
     assert not np.isnan(ours).any()
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(ours, gold, rtol=1e-5, atol=1e-5)  # golden README §4.2 item 2
+    np.testing.assert_allclose(ours, gold, rtol=1e-5, atol=1e-5)  # tests/data/golden/README.md §4.2 item 2
 
 
 @pytest.mark.parametrize("name", ["aw_c3", "aw_c196", "aw_bilinear_kernel"])

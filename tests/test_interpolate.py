@@ -11,10 +11,11 @@ from PIL import Image
 
 import dainrt
 from conftest import E2E_CASES, GOLDEN, MIDDLEBURY, load_golden
-from dainrt.checkpoint import save_checkpoint
+from dainrt.model.checkpoint import save_checkpoint
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
-from dainrt.images import read_image, to_dtype, write_image
+from dainrt.base.images import read_image, to_dtype, write_image
+from dainrt.runtime.transfer import to_tensor
 
 INPUTS = GOLDEN / "e2e" / "inputs"
 
@@ -41,7 +42,7 @@ def test_api_equals_runner_and_accepts_float_input(small_model):
     b = interp.interpolate(f0.astype(np.float32) / 255.0, f1.astype(np.float32) / 255.0, [0.5])[0]
     np.testing.assert_array_equal(a, b)                            # uint8 and float [0,1] are the same input
     runner = Runner(create_backend("torch", small_model))
-    (ref,) = runner.interpolate("a", f0, "b", f1, [0.5])
+    (ref,) = runner.interpolate("a", to_tensor(f0), "b", to_tensor(f1), [0.5])
     np.testing.assert_array_equal(a, ref.clamp(0, 1).permute(1, 2, 0).numpy())
     assert a.shape == (380, 420, 3)
 
@@ -62,6 +63,7 @@ def test_runner_caches_frames_and_pairs(small_model):
     frames = [np.asarray(Image.open(MIDDLEBURY / "RubberWhale" / f"frame1{i}.png"))[:96, :128] for i in (0, 1)]
     frames.append(frames[0][:, ::-1].copy())
     runner = Runner(create_backend("torch", small_model))
+    frames = [to_tensor(f) for f in frames]
     first = runner.interpolate(0, frames[0], 1, frames[1], [0.25, 0.5, 0.75])
     runner.interpolate(1, frames[1], 2, frames[2], [0.25, 0.5, 0.75])
     assert runner.calls == {"frame": 3, "pair": 2, "warp": 6, "rectify": 6}

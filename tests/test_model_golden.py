@@ -1,4 +1,4 @@
-"""The staged PyTorch DAIN against the official model's goldens (golden README §4.2).
+"""The staged PyTorch DAIN against the official model's goldens (tests/data/golden/README.md §4.2).
 
 Stage tests feed each stage (or layer) the golden inputs; free-running tests start from the
 uint8 frames and run the whole pipeline, comparing every intermediate the goldens hold.

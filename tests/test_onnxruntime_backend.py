@@ -18,12 +18,13 @@ import pytest
 import torch
 
 from conftest import E2E_CASES, MIDDLEBURY, assert_robust_image, load_golden, robust_metrics
-from dainrt.checkpoint import fingerprint
+from dainrt.model.checkpoint import fingerprint
 from dainrt.engine import Runner, create_backend
 from dainrt.engine.onnxruntime_backend import OnnxRuntimeBackend
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 from dainrt.export import export_stages
 from dainrt.model import STAGE_IO
+from dainrt.runtime.transfer import to_tensor
 from test_export import shared_export
 
 SEQUENCES = ["RubberWhale", "Dimetrodon", "Venus"]
@@ -68,7 +69,7 @@ def case_a():
 
 @pytest.mark.slow
 def test_frame_and_pair_stages_with_golden_inputs(golden_backend, case_a):
-    """Golden README §4.2 item 3: logD 1e-4, context 1e-4 / 1e-5 (means), PWC 5e-5, kernels 1e-5."""
+    """tests/data/golden/README.md §4.2 item 3: logD 1e-4, context 1e-4 / 1e-5 (means), PWC 5e-5, kernels 1e-5."""
     z = case_a
     y, x = z["patch_yx"][:2]
     images, feats = [], []
@@ -148,10 +149,10 @@ def test_warp_and_rectify_stages_with_golden_inputs(golden_backend, golden_model
 @pytest.mark.slow
 @pytest.mark.parametrize("case", E2E_CASES)
 def test_end_to_end_on_the_goldens(golden_backend, case):
-    """Golden README §4.2 item 4 on the final frames, through the stream Runner."""
+    """tests/data/golden/README.md §4.2 item 4 on the final frames, through the stream Runner."""
     z = load_golden(case)
     runner = Runner(golden_backend)
-    outs = runner.interpolate(0, z["frame0_u8"], 1, z["frame1_u8"], [float(t) for t in z["t"]])
+    outs = runner.interpolate(0, to_tensor(z["frame0_u8"]), 1, to_tensor(z["frame1_u8"]), [float(t) for t in z["t"]])
     assert runner.calls == {"frame": 2, "pair": 1, "warp": len(z["t"]), "rectify": len(z["t"])}
     for k, out in enumerate(outs):
         m = robust_metrics(out, z["out_crop"][k][0])
@@ -177,13 +178,13 @@ def middlebury():
 @pytest.fixture(scope="module")
 def torch_frames(small_model, middlebury):
     runner = Runner(create_backend("torch", small_model, "cpu"))
-    return {s: runner.interpolate((s, 0), f0, (s, 1), f1, [0.5])[0] for s, (f0, f1) in middlebury.items()}
+    return {s: runner.interpolate((s, 0), to_tensor(f0), (s, 1), to_tensor(f1), [0.5])[0] for s, (f0, f1) in middlebury.items()}
 
 
 @pytest.fixture(scope="module")
 def ort_frames(small_backend, middlebury):
     runner = Runner(small_backend)
-    return {s: runner.interpolate((s, 0), f0, (s, 1), f1, [0.5])[0] for s, (f0, f1) in middlebury.items()}
+    return {s: runner.interpolate((s, 0), to_tensor(f0), (s, 1), to_tensor(f1), [0.5])[0] for s, (f0, f1) in middlebury.items()}
 
 
 def test_middlebury_onnxruntime_matches_torch(torch_frames, ort_frames, middlebury):
@@ -217,10 +218,10 @@ def test_fp16_psnr_against_fp32(tmp_path_factory, small_model, middlebury, ort_f
     runner = Runner(backend)
     lines = []
     for s, (f0, f1) in middlebury.items():
-        half = runner.interpolate((s, 0), f0, (s, 1), f1, [0.5])[0]
+        half = runner.interpolate((s, 0), to_tensor(f0), (s, 1), to_tensor(f1), [0.5])[0]
         p = psnr(half.clamp(0, 1), ort_frames[s].clamp(0, 1))
         lines.append(f"{s}: FP16 vs FP32 PSNR {p:.1f} dB")
-        # Random synthetic weights hit DFP/AW discontinuities often (golden README §5: fp16
+        # Random synthetic weights hit DFP/AW discontinuities often (tests/data/golden/README.md §5: fp16
         # weights alone cost ~42 dB at width 1); this floor holds with margin at width 0.25.
         assert p >= 30.0, lines[-1]
     fallbacks = {s: _ort_fp16_fallbacks(out / f"{s}.onnx") for s in ("frame", "pair", "rectify")}
@@ -241,7 +242,7 @@ def test_registry_and_api_use_the_backend(tmp_path_factory, small_model, small_b
     f0, f1 = (f[:96, :128] for f in middlebury["RubberWhale"])
     frames = dainrt.interpolate(f0, f1, [0.5], weights=small_model, backend="onnxruntime", onnx_dir=directory,
                                 progress=None)
-    ref = Runner(small_backend).interpolate(0, f0, 1, f1, [0.5])[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    ref = Runner(small_backend).interpolate(0, to_tensor(f0), 1, to_tensor(f1), [0.5])[0].clamp(0, 1).permute(1, 2, 0).numpy()
     assert frames[0].shape == (96, 128, 3)
     np.testing.assert_allclose(frames[0], ref, atol=1e-6)
 

@@ -13,7 +13,7 @@ from dainrt.model.ops.depth_flow_projection import _nearest_valid
 from reference_ops import aw_reference, corr_reference, dfp_reference
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-TOL = dict(rtol=1e-5, atol=1e-5)  # golden README §4.2
+TOL = dict(rtol=1e-5, atol=1e-5)  # tests/data/golden/README.md §4.2
 DFP_CASES = ["dfp_random", "dfp_edges", "dfp_holes"]
 AW_CASES = ["aw_c3", "aw_c196", "aw_bilinear_kernel"]
 CORR_CASES = ["corr_c32", "corr_c196", "corr_c20_tiny"]

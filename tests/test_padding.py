@@ -8,7 +8,7 @@ from conftest import E2E_CASES, load_golden
 @pytest.mark.parametrize(
     "w,h,expected",
     [
-        (640, 480, (32, 32, 16, 16)),      # spec §2.2 examples
+        (640, 480, (32, 32, 16, 16)),      # docs/dain-spec.md §2.2 examples
         (1920, 1080, (32, 32, 36, 36)),
         (1280, 720, (32, 32, 24, 24)),
         (3840, 2160, (32, 32, 8, 8)),

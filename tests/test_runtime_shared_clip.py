@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from dainrt.checkpoint import load_model
+from dainrt.model.checkpoint import load_model
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
+from dainrt.runtime.transfer import to_tensor
 
 CLIP = Path(__file__).parent / "data" / "video" / "big_buck_bunny_11s-21s_scenecuts.mkv"
 CUTS = (F(16, 24), F(109, 24))          # 0.667 s and 4.542 s
@@ -145,7 +146,7 @@ def test_shared_clip_across_the_first_cut_with_the_model(tmp_path, small_ckpt):
         elif i == 3 or i >= 7:                                     # 15 -> 16 is the cut; after 19, hold
             np.testing.assert_array_equal(image, frames[i], err_msg=f"repeat {k}")
         else:
-            (ref,) = runner.interpolate(i, frames[i], i + 1, frames[i + 1], [float(t)])
+            (ref,) = runner.interpolate(i, to_tensor(frames[i]), i + 1, to_tensor(frames[i + 1]), [float(t)])
             np.testing.assert_array_equal(image, quantize(ref, np.uint8).numpy(), err_msg=f"interp {k}")
     assert r["frames"] == {"copy": 4, "interp": 12, "repeat": 2, "fade": 0, "hold": 2}
     a_in, extra_in = _packets(small, "audio")

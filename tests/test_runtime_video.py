@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from dainrt.checkpoint import load_model
+from dainrt.model.checkpoint import load_model
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
 from dainrt.runtime.synthetic import decode_rgb, pictures, write_clip
 from dainrt.runtime.transfer import quantize
+from dainrt.runtime.transfer import to_tensor
 
 LOSSLESS = ["--codec", "ffv1", "--pix-fmt", "bgr0"]
 
@@ -47,7 +48,7 @@ def run(*args) -> dict:
 
 def expect_interp(reference, a, b, t, dtype=np.uint8):
     reference.clear()
-    (out,) = reference.interpolate("a", a, "b", b, [float(t)])
+    (out,) = reference.interpolate("a", to_tensor(a), "b", to_tensor(b), [float(t)])
     return quantize(out, dtype).numpy().astype(dtype)
 
 
@@ -244,7 +245,7 @@ def test_scene_cut_repeat_and_crossfade_without_the_model(tmp_path, small_ckpt):
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_picture_sequence_in_and_out(tmp_path, small_ckpt, reference, capsys, bits):
-    from dainrt.images import read_image, write_image
+    from dainrt.base.images import read_image, write_image
 
     dtype = np.uint16 if bits == 16 else np.uint8
     frames = pictures(2, 64, 48, seed=13, dtype=dtype)

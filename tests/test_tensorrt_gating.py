@@ -2,10 +2,9 @@
 
 * `dainrt build-engine` without TensorRT or a GPU exits non-zero with ONE line naming what is
   missing (no traceback); the `tensorrt` backend refuses the same way.
-* The plugin binding (engine/tensorrt/plugins.py) matches what the export writes: node
-  op_type, domain/namespace, plugin_namespace/plugin_version attributes, inputs/outputs.
 * `register_plugins()` run against a stand-in `tensorrt.plugin` module (recording the
-  decorators) declares the right plugins, shapes and dtypes, and its AOT implementation
+  decorators) declares exactly the plugins the export's nodes bind to (op_type, namespace,
+  plugin_version, inputs), with the right shapes and dtypes, and its AOT implementation
   returns the Triton PTX with TensorRT's argument order and launch geometry. The stand-in is
   written from TensorRT's documented QDP interface; the real module has never run here.
 """
@@ -22,7 +21,7 @@ import pytest
 
 from dainrt.engine.tensorrt import missing_requirements
 from dainrt.engine.tensorrt import plugins
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -77,44 +76,39 @@ def test_binding_matches_export_constants():
     custom_ops = pytest.importorskip("dainrt.export.custom_ops")
     assert plugins.NAMESPACE == custom_ops.PLUGIN_NAMESPACE == custom_ops.DOMAIN
     assert plugins.PARSER_PLUGIN_VERSION == custom_ops.PLUGIN_VERSION
-    assert set(plugins.BINDINGS) == {custom_ops.DFP_OP, custom_ops.AW_OP}
+    assert {plugins.DFP_OP, plugins.AW_OP} == {custom_ops.DFP_OP, custom_ops.AW_OP}
 
 
 def _nodes_of(function_proto):
     return [n for n in function_proto.node if n.domain not in ("", "ai.onnx")]
 
 
-def test_binding_matches_the_nodes_export_writes():
-    """The export's translation functions write exactly the nodes the plugins bind to."""
+@pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed (optional): registration compiles Triton kernels")
+def test_registered_plugins_match_the_nodes_export_writes(monkeypatch):
+    """The export's translation functions write exactly the nodes the registered plugins bind to."""
     custom_ops = pytest.importorskip("dainrt.export.custom_ops")
     from onnx import helper
 
+    reg = _register_on_standin(monkeypatch)
     translations = {"DepthFlowProjection": custom_ops._dfp_onnx, "AdaptiveWarp": custom_ops._aw_onnx}
     for op, fn in translations.items():
         (node,) = _nodes_of(fn.to_function_proto())
-        binding = plugins.BINDINGS[op]
-        assert node.op_type == binding.op_type and node.domain == binding.namespace
+        assert f"{node.domain}::{node.op_type}" in reg
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-        assert attrs == binding.node_attributes
-        assert len(node.input) == len(binding.inputs) and len(node.output) == len(binding.outputs)
-        assert not binding.plugin_attributes  # the plugin takes no attribute from the node
+        assert attrs == {"plugin_namespace": plugins.NAMESPACE, "plugin_version": plugins.PARSER_PLUGIN_VERSION}
+        params = list(inspect.signature(reg[f"{node.domain}::{node.op_type}"]["register"]).parameters)
+        assert len(node.input) == len(params) and len(node.output) == 1   # no attribute reaches the plugin
 
 
-def test_binding_matches_an_exported_warp_onnx(tmp_path, small_model):
+def test_exported_warp_onnx_has_the_plugin_nodes(tmp_path, small_model):
     export = pytest.importorskip("dainrt.export")
-    export_stages = getattr(export, "export_stages", None)
-    if export_stages is None or "stages" not in inspect.signature(export_stages).parameters:
-        pytest.skip("dainrt.export.export_stages(..., stages=...) not available: the node check above covers "
-                    "the translation functions")
     import onnx
 
-    export_stages(small_model, tmp_path, "fp32", stages=("warp",))
-    from dainrt.engine.tensorrt.builder import find_stage_files
-
-    model = onnx.load(str(find_stage_files(tmp_path)["warp"]), load_external_data=False)
+    manifest = export.export_stages(small_model, tmp_path, "fp32", stages=("warp",))
+    model = onnx.load(str(export.stage_files(tmp_path, manifest)["warp"]), load_external_data=False)
     custom = [n for n in model.graph.node if n.domain == plugins.NAMESPACE]
-    assert {n.op_type for n in custom} == set(plugins.BINDINGS)
+    assert {n.op_type for n in custom} == {plugins.DFP_OP, plugins.AW_OP}
     assert sum(n.op_type == "DepthFlowProjection" for n in custom) == 2
     assert sum(n.op_type == "AdaptiveWarp" for n in custom) == 4
     for n in custom:
@@ -122,17 +116,7 @@ def test_binding_matches_an_exported_warp_onnx(tmp_path, small_model):
         assert attrs.get("plugin_namespace") in (b"dain", "dain") and attrs.get("plugin_version") in (b"1", "1")
 
 
-def test_binding_shapes_and_dtypes():
-    dfp, aw = plugins.BINDINGS["DepthFlowProjection"], plugins.BINDINGS["AdaptiveWarp"]
-    assert dfp.plugin_id == "dain::DepthFlowProjection" and aw.plugin_id == "dain::AdaptiveWarp"
-    assert all(t.dtype == "float32" for b in (dfp, aw) for t in (*b.inputs, *b.outputs))
-    assert dfp.output_shapes([(2, 2, 64, 96), (2, 1, 64, 96)]) == ((2, 2, 64, 96),)
-    assert aw.output_shapes([(1, 196, 64, 96), (1, 2, 64, 96), (1, 16, 64, 96)]) == ((1, 196, 64, 96),)
-    with pytest.raises(ValueError, match="16 channels"):
-        aw.output_shapes([(1, 3, 64, 96), (1, 2, 64, 96), (1, 9, 64, 96)])
-    with pytest.raises(ValueError, match="batch/size"):
-        dfp.output_shapes([(1, 2, 64, 96), (1, 1, 64, 64)])
-    assert (dfp.implementation, aw.implementation) == ("jit", "aot")
+def test_plugin_version_hashes_the_code():
     v = plugins.plugin_version()
     assert v.startswith(plugins.IMPL_VERSION + "+") and v == plugins.plugin_version()
 
@@ -175,30 +159,41 @@ def _fake_tensorrt():
     return trt, trtp
 
 
-@pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed (optional): the AOT impl compiles Triton kernels")
-def test_register_plugins_on_standin_qdp(monkeypatch):
+def _register_on_standin(monkeypatch) -> dict:
+    """Run `register_plugins()` against the stand-in; returns plugin id -> {decorator: function}."""
     trt, trtp = _fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
     monkeypatch.setattr(plugins, "_REGISTERED", False)
     monkeypatch.setattr(plugins, "current_sm", lambda: 86)
     plugins.register_plugins()
-    reg = trtp.registry
+    return trtp.registry
+
+
+# plugin id -> the input shapes (B,C,H,W) of a sample call, and the output shape it must declare.
+SAMPLES = {
+    "dain::DepthFlowProjection": ([(2, 2, 64, 96), (2, 1, 64, 96)], (2, 2, 64, 96)),
+    "dain::AdaptiveWarp": ([(1, 196, 64, 96), (1, 2, 64, 96), (1, 16, 64, 96)], (1, 196, 64, 96)),
+}
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="triton not installed (optional): the AOT impl compiles Triton kernels")
+def test_register_plugins_on_standin_qdp(monkeypatch):
+    reg = _register_on_standin(monkeypatch)
     assert set(reg) == {"dain::DepthFlowProjection", "dain::AdaptiveWarp"}
     assert set(reg["dain::DepthFlowProjection"]) == {"register", "impl", "autotune"}   # JIT only
     assert set(reg["dain::AdaptiveWarp"]) == {"register", "impl", "aot_impl", "autotune"}
 
-    for op, binding in plugins.BINDINGS.items():
-        entry = reg[binding.plugin_id]
-        params = list(inspect.signature(entry["register"]).parameters)
-        assert params == [t.name for t in binding.inputs]  # no attributes: none come from the node
-        shapes = [(2, t.channels if isinstance(t.channels, int) else 7, 64, 96) for t in binding.inputs]
+    for plugin_id, (shapes, want) in SAMPLES.items():
+        entry = reg[plugin_id]
+        inputs = list(inspect.signature(entry["register"]).parameters)
+        assert len(inputs) == len(shapes)                 # no attributes: none come from the node
         out = entry["register"](*(_Desc(s) for s in shapes))
-        assert tuple(out.shape_expr) == binding.output_shapes(shapes)[0] and out.dtype == "float32"
+        assert tuple(out.shape_expr) == want and out.dtype == "float32"
         (combo,) = entry["autotune"](*(_Desc(s) for s in shapes), (out,))
-        assert combo[0].replace(" ", "").split(",") == ["FP32"] * (len(binding.inputs) + len(binding.outputs))
+        assert combo[0].replace(" ", "").split(",") == ["FP32"] * (len(shapes) + 1)
         impl_params = list(inspect.signature(entry["impl"]).parameters)
-        assert impl_params == [t.name for t in binding.inputs] + ["outputs", "stream"]
+        assert impl_params == inputs + ["outputs", "stream"]
 
     B, C, H, W = 2, 196, 128, 256
     descs = (_Desc((B, C, H, W)), _Desc((B, 2, H, W)), _Desc((B, 16, H, W)))

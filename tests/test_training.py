@@ -16,7 +16,7 @@ from dainrt.training.train import (FlowLevels, TrainConfig, center_features, cha
                                    feature_loss, pwc_flow, start_as_warped_blend, train)
 
 MIDDLEBURY = Path(__file__).parent / "data" / "middlebury"
-CARD = Path(__file__).resolve().parents[1] / "dainrt" / "data" / "MODEL_CARD.md"
+CARD = Path(__file__).resolve().parents[1] / "model" / "data" / "MODEL_CARD.md"
 
 
 @pytest.fixture(autouse=True)
@@ -213,7 +213,7 @@ def _warp_inputs(model, clips):
 
 
 def test_train_writes_checkpoints_and_resumes(tmp_path):
-    from dainrt.checkpoint import load_model
+    from dainrt.model.checkpoint import load_model
 
     cfg = TrainConfig(out=str(tmp_path / "run"), phase="flow", width=0.25, size=64, batch=2, steps=2,
                       val_clips=2, val_every=2, log_every=1, images=[])
@@ -237,7 +237,7 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
 
 
 def test_blend_baseline_matches_the_data_readme():
-    from dainrt.images import read_image
+    from dainrt.base.images import read_image
 
     expected = {"RubberWhale": 38.48, "Dimetrodon": 32.54, "Venus": 25.06}
     for d in find_sequences(MIDDLEBURY):
@@ -248,8 +248,8 @@ def test_blend_baseline_matches_the_data_readme():
 
 
 def test_bundled_weights_load_and_verify(capsys):
-    from dainrt.checkpoint import load_checkpoint, load_model, verify_state_dict
-    from dainrt.weights import default_weights
+    from dainrt.model.checkpoint import load_checkpoint, load_model, verify_state_dict
+    from dainrt.model.weights import default_weights
 
     path = default_weights()
     assert path is not None and path.stat().st_size <= 25 * 2**20
@@ -262,7 +262,7 @@ def test_bundled_weights_load_and_verify(capsys):
 
 
 def test_bundled_model_is_the_fallback_and_says_so(monkeypatch, tmp_path, capsys):
-    from dainrt.weights import default_weights, resolve_weights
+    from dainrt.model.weights import default_weights, resolve_weights
 
     for var in ("DAINRT_WEIGHTS", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)

@@ -4,7 +4,7 @@ The kernels run under Triton's interpreter (TRITON_INTERPRET=1) in ONE worker su
 interpreter must be switched on before the kernels are decorated, and doing that in this
 process would turn them into interpreter objects for every later test (the GPU tests run the
 same kernels compiled). The worker is this file run as a script; it writes every case's outputs
-to an .npz that the tests compare with the references here (golden op cases and the spec §6
+to an .npz that the tests compare with the references here (golden op cases and the docs/dain-spec.md §6
 edge cases, atol/rtol 1e-5).
 
 PTX compilation for sm_86 and sm_90 runs here (no interpreter needed) and the PTX is assembled

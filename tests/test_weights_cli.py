@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dainrt.checkpoint import load_checkpoint, save_checkpoint
+from dainrt.model.checkpoint import load_checkpoint, save_checkpoint
 from dainrt.cli import main
-from dainrt.errors import DainrtError
-from dainrt.weights import BUNDLED_WEIGHTS, cache_dir, download, resolve_weights
+from dainrt.base.errors import DainrtError
+from dainrt.model.weights import BUNDLED_WEIGHTS, cache_dir, download, resolve_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_PARAMS = 1_949_481          # parameters of DAIN at width 0.25
@@ -139,7 +139,7 @@ def test_cache_dir_order(monkeypatch, tmp_path):
 def test_resolve_order(monkeypatch, tmp_path):
     arg, env, cached = tmp_path / "arg.pth", tmp_path / "env.pth", tmp_path / "cache" / "weights" / "best.pth"
     monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("dainrt.weights.default_weights", lambda: None)
+    monkeypatch.setattr("dainrt.model.weights.default_weights", lambda: None)
 
     with pytest.raises(DainrtError) as err:
         resolve_weights(None)                              # nothing configured, no bundled model

@@ -8,7 +8,7 @@ against the 8-bit ground truth, over all pixels and the three channels:
   per channel over the window positions that fit inside the image, averaged over channels.
 
 The baseline is the plain 50/50 blend of the two frames in 8 bits with halves rounded up, as
-ffmpeg's blend (shared/data/README.md: 38.48 / 32.54 / 25.06 dB on RubberWhale / Dimetrodon /
+ffmpeg's blend (the team's ffmpeg 5.1 figures: 38.48 / 32.54 / 25.06 dB on RubberWhale / Dimetrodon /
 Venus, mean 32.03).
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
+from dainrt.base.metrics import psnr
 
 FRAME0, FRAME1, MIDDLE = "frame10.png", "frame11.png", "frame10i11.png"
 
@@ -33,12 +34,6 @@ class Result(NamedTuple):
     ssim: float
     blend_psnr: float
     blend_ssim: float
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 arrays of the same shape (peak 255)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,7 +74,7 @@ def find_sequences(root: str | os.PathLike) -> list[Path]:
 
 def evaluate(sequences: Sequence[Path], interpolator) -> list[Result]:
     """Interpolate t = 0.5 for each sequence with `interpolator` (a `dainrt.Interpolator`)."""
-    from dainrt.images import read_image, to_dtype
+    from dainrt.base.images import read_image, to_dtype
 
     results = []
     for d in sequences:

@@ -40,8 +40,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dainrt.checkpoint import load_checkpoint, save_checkpoint
-from dainrt.errors import DainrtError
+from dainrt.model.checkpoint import load_checkpoint, save_checkpoint
+from dainrt.base.errors import DainrtError
+from dainrt.base.files import atomic_output
+from dainrt.base.metrics import psnr
 from dainrt.model import DAIN, ModelConfig
 from dainrt.model.config import MAX_DISPLACEMENT
 from dainrt.model.ops import correlation
@@ -281,10 +283,9 @@ def pwc_flow(model: DAIN, image0: torch.Tensor, image1: torch.Tensor) -> torch.T
 # Validation
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (peak 1) of (B,C,H,W) tensors."""
-    mse = ((x - y) ** 2).flatten(1).mean(1).clamp(min=1e-12)
-    return -10 * torch.log10(mse)
+def _psnr_sum(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Sum over the batch of per-image PSNR (peak 1) of (B,C,H,W) tensors."""
+    return sum(psnr(a, b) for a, b in zip(x, y))
 
 
 @torch.no_grad()
@@ -298,8 +299,8 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[s
         c = collate(clips[i:i + batch])
         f0, f1, gt = c.frame0.to(device), c.frame1.to(device), c.frame_t.to(device)
         pred = model(f0, f1, c.t.to(device)).clamp(0, 1)
-        out["val_psnr"] += float(psnr(pred, gt).sum())
-        out["val_blend_psnr"] += float(psnr((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt).sum())
+        out["val_psnr"] += _psnr_sum(pred, gt)
+        out["val_blend_psnr"] += _psnr_sum((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt)
         flow01 = c.flow01.to(device)
         feats0, feats1 = model.flownets.pyramid(f0), model.flownets.pyramid(f1)    # once for both scores
         out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4)) * len(f0))
@@ -335,9 +336,8 @@ def _save_state(path: Path, model, optimizer, cfg: TrainConfig, step: int, best:
         "elapsed_s": elapsed,
         "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def save_fp16(model: DAIN, path: str | Path) -> Path:

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated stages to build (default: all four)")
     p.add_argument("--opt-level", type=int, default=3, metavar="N",
                    help="TensorRT builder optimisation level 0..5 (default 3; 5 builds slower, may run faster)")
+    p.add_argument("--workspace-mib", type=int, default=None, metavar="MIB",
+                   help="limit TensorRT's builder workspace to MIB mebibytes (default: TensorRT's own limit)")
     p.add_argument("--no-plugins", action="store_true",
                    help="build the warp stage from the ONNX standard-op bodies instead of the Triton plugins")
     p.add_argument("--force", action="store_true", help="rebuild even when a matching engine is cached")
@@ -48,14 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
     require_tensorrt("dainrt build-engine", plugins=not args.no_plugins)
 
-    from dainrt.checkpoint import load_model
-    from dainrt.engine.tensorrt.builder import STAGES, BuildSettings, EngineBuilder, parse_size, profile_for_sizes
-    from dainrt.weights import resolve_weights
+    from dainrt.base.sizes import parse_size
+    from dainrt.engine.tensorrt.builder import BuildSettings, EngineBuilder, profile_for_sizes
+    from dainrt.model import STAGE_NAMES
+    from dainrt.model.checkpoint import load_model
+    from dainrt.model.weights import resolve_weights
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGE_NAMES]
     if unknown or not stages:
-        raise DainrtError(f"--stages: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGES)}")
+        raise DainrtError(f"--stages: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGE_NAMES)}")
     sizes = [parse_size(s) for s in args.size]
     if args.dynamic:
         profiles = [profile_for_sizes(sizes, dynamic=True, padded=args.padded)]
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         profiles = [profile_for_sizes([s], padded=args.padded) for s in sizes] or [profile_for_sizes([])]
 
     model = load_model(resolve_weights(args.weights))
-    settings = BuildSettings(optimization_level=args.opt_level, plugins=not args.no_plugins, verbose=args.verbose)
+    settings = BuildSettings(optimization_level=args.opt_level, workspace_mib=args.workspace_mib,
+                             plugins=not args.no_plugins, verbose=args.verbose)
     builder = EngineBuilder(model, args.precision, settings=settings, device=args.device)
     start = time.perf_counter()
     for profile in profiles:

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dainrt.errors import DainrtError
+    from dainrt.base.errors import DainrtError
     from dainrt.runtime import compare, parse_rate
 
     rate = None

@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dainrt.checkpoint import load_model
+    from dainrt.model.checkpoint import load_model
     from dainrt.export import export_stages
     from dainrt.export.exporter import check_writable
-    from dainrt.weights import resolve_weights
+    from dainrt.model.weights import resolve_weights
 
     out = check_writable(args.output)       # fail before the minute of tracing, not after
     weights = resolve_weights(args.weights)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dainrt.api import Interpolator, check_times, times_for_factor
-    from dainrt.images import read_image, to_dtype, write_image
+    from dainrt.base.images import read_image, to_dtype, write_image
 
     times = check_times(args.times if args.times is not None else times_for_factor(args.factor or 2))
     with warnings.catch_warnings(record=True) as caught:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 SHOWN = 10   # offending keys listed per kind in a failed verify
 
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from dainrt.checkpoint import load_checkpoint, verify_state_dict
+    from dainrt.model.checkpoint import load_checkpoint, verify_state_dict
 
     state_dict, config = load_checkpoint(args.path)
     report = verify_state_dict(state_dict, config)
@@ -97,7 +97,7 @@ def _print_keys(title: str, items: list[str]) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from dainrt.weights import cached_weights_path, download
+    from dainrt.model.weights import cached_weights_path, download
 
     out = args.output if args.output is not None else cached_weights_path()
     path = download(args.url, args.sha256, out, progress=not args.no_progress)
@@ -106,7 +106,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from dainrt.checkpoint import save_checkpoint, synthetic_state_dict, verify_state_dict
+    from dainrt.model.checkpoint import save_checkpoint, synthetic_state_dict, verify_state_dict
     from dainrt.model import ModelConfig
 
     try:

@@ -1,4 +1,4 @@
-"""Triton kernels for DAIN's two warping layers (spec/dain-architecture.md §6.1 and §6.3).
+"""Triton kernels for DAIN's two warping layers (docs/dain-spec.md §6.1 and §6.3).
 
 One kernel source serves three uses:
 
@@ -26,15 +26,7 @@ __all__ = [
     "interpreting",
     "kernels_available",
     "splat",
-    "KERNELS",
 ]
-
-# kernel name -> (module, attribute): the Triton JIT functions, for AOT compilation.
-KERNELS = {
-    "dfp_splat_kernel": ("dfp", "dfp_splat_kernel"),
-    "dfp_fill_kernel": ("dfp", "dfp_fill_kernel"),
-    "adaptive_warp_kernel": ("aw", "adaptive_warp_kernel"),
-}
 
 _LAZY = {
     "adaptive_warp": "ops",

@@ -1,4 +1,4 @@
-"""Triton kernel for the adaptive warping layer (FilterInterpolation, spec §6.3).
+"""Triton kernel for the adaptive warping layer (FilterInterpolation, docs/dain-spec.md §6.3).
 
 One program per block of target pixels of one batch item (grid = (cdiv(H*W, BLOCK), B)). The
 program computes each pixel's 16 tap addresses and weights once, as a (BLOCK, 16) tile, in

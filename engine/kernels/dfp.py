@@ -1,4 +1,4 @@
-"""Triton kernels for the depth-aware flow projection (spec/dain-architecture.md §6.1).
+"""Triton kernels for the depth-aware flow projection (docs/dain-spec.md §6.1).
 
 Two passes over a (B, H, W) grid, one program per block of pixels of one batch item
 (grid = (cdiv(H*W, BLOCK), B)):

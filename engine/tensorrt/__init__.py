@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
 
 MIN_TENSORRT = (10, 9)   # tensorrt.plugin.aot_impl (AOT QDP plugins) appeared in 10.9
 

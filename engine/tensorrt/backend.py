@@ -9,11 +9,11 @@
   synchronisation and no host copies between stages. Tensors used by a stage's stream are
   marked with `record_stream` so torch's allocator does not reuse them too early.
 * One CUDA binding in the process: torch's (no pycuda/cuda-python contexts).
-* `cuda_graph=True`: the per-t part (warp + rectify) is captured into one CUDA graph at a
-  fixed shape and replayed for each t; it is recaptured when the pair's tensors change (new
-  addresses or shapes), i.e. once per input pair. `run("warp")` then returns the graph's
-  static buffers, which the next `run("warp")` overwrites, and `run("rectify")` on exactly
-  those buffers returns a copy of the frame the graph already computed.
+* `cuda_graph=True`: `warp_rectify(inputs)`, the per-t part (warp + rectify) as one call, is
+  captured into one CUDA graph at a fixed shape and replayed for each t; it is recaptured when
+  the pair's tensors change (new addresses or shapes), i.e. once per input pair. It returns a
+  copy of the frame, so nothing the caller holds is overwritten by the next replay. `run()`
+  always runs a single stage plainly.
 
 Written against the TensorRT 10.9+/11 Python API; it has not run in this repository's CI
 (no GPU, no TensorRT there): tests/gpu/test_tensorrt_gpu.py exercises it on a GPU machine.
@@ -24,7 +24,7 @@ import sys
 
 import torch
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
 from dainrt.model import STAGE_IO
 
 from . import require_tensorrt
@@ -109,18 +109,20 @@ class TensorRTBackend:
     Options: precision fp16|fp32 (warp is always FP32), build (build missing engines on first
     use; else a one-line error naming `dainrt build-engine ...`), dynamic (a ShapeProfile, or
     True for `profile_for_sizes` of the first shape seen, instead of a static engine per
-    shape), cuda_graph (capture warp + rectify), plugins, opt_level, cache (EngineCache).
+    shape), cuda_graph (capture warp + rectify for `warp_rectify`), plugins, opt_level,
+    workspace_mib, cache (EngineCache).
     """
 
     name = "tensorrt"
 
     def __init__(self, model, device: torch.device, precision: str = "fp16", build: bool = True,
                  dynamic: bool | ShapeProfile = False, cuda_graph: bool = False, plugins: bool = True,
-                 opt_level: int = 3, cache: EngineCache | None = None, verbose: bool = False):
+                 opt_level: int = 3, workspace_mib: int | None = None, cache: EngineCache | None = None,
+                 verbose: bool = False):
         require_tensorrt("the tensorrt backend", plugins=plugins)
         device = torch.device(device)
         if device.type != "cuda":
-            raise DainrtError("the tensorrt backend runs on a CUDA device: use --device cuda")
+            raise OptionError("device", "must be a CUDA device for the tensorrt backend")
         import tensorrt as trt
 
         if device.index is None:
@@ -131,7 +133,8 @@ class TensorRTBackend:
         self.build = build
         self.dynamic = dynamic
         self.cuda_graph = cuda_graph
-        self.settings = BuildSettings(optimization_level=opt_level, plugins=plugins, verbose=verbose)
+        self.settings = BuildSettings(optimization_level=opt_level, workspace_mib=workspace_mib, plugins=plugins,
+                                      verbose=verbose)
         self.builder = EngineBuilder(model, precision, cache=cache, settings=self.settings, device=device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         if hasattr(trt, "init_libnvinfer_plugins"):
@@ -171,23 +174,24 @@ class TensorRTBackend:
     def run(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         if stage not in STAGE_IO:
             raise ValueError(f"unknown stage {stage!r}")
-        if self.cuda_graph and stage in ("warp", "rectify"):
-            return self._run_graph(stage, inputs)
         return self._engine(stage, inputs).run(inputs)
 
-    # -------------------------------------------------------------------- CUDA graph
-    def _run_graph(self, stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        g = self._graph
-        if stage == "rectify":
-            if g is None or not g["pending"] or any(a.data_ptr() != b.data_ptr() for a, b in zip(inputs, g["warp_out"])):
-                return self._engine(stage, inputs).run(inputs)  # not the graph's buffers: run plainly
-            g["pending"] = False
-            current = torch.cuda.current_stream(self.device)
-            current.wait_stream(g["stream"])
-            frame = g["frame"]
-            return (frame if frame.dtype == torch.float32 else frame.float()).clone(),
+    def close(self) -> None:
+        """Drop the graph, contexts and engines (TensorRT frees their device memory)."""
+        self._graph = None
+        self._engines.clear()
 
+    # -------------------------------------------------------------------- CUDA graph
+    @torch.inference_mode()
+    def warp_rectify(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The frame for the warp stage's `inputs`: warp then rectify, replayed from one CUDA
+        graph with `cuda_graph=True` (captured once per pair), else the two stages plainly.
+        Returns a tensor of the caller's own (FP32)."""
+        if not self.cuda_graph:
+            rectify_input, blend = self.run("warp", inputs)
+            return self.run("rectify", (rectify_input, blend))[0]
         signature = tuple((t.data_ptr(), tuple(t.shape), t.dtype) for t in inputs[:-1])
+        g = self._graph
         if g is None or g["signature"] != signature:
             g = self._capture(inputs, signature)
         current = torch.cuda.current_stream(self.device)
@@ -196,8 +200,8 @@ class TensorRTBackend:
         with torch.cuda.stream(g["stream"]):
             g["graph"].replay()
         current.wait_stream(g["stream"])
-        g["pending"] = True
-        return tuple(o if o.dtype == torch.float32 else o.float() for o in g["warp_out"])
+        frame = g["frame"]
+        return frame.float() if frame.dtype != torch.float32 else frame.clone()
 
     def _capture(self, inputs: tuple[torch.Tensor, ...], signature) -> dict:
         warp = self._engine("warp", inputs)
@@ -220,5 +224,5 @@ class TensorRTBackend:
                 if not eng.context.execute_async_v3(stream.cuda_stream):
                     raise RuntimeError(f"TensorRT failed to enqueue the {eng.stage} engine during capture")
         self._graph = {"graph": graph, "stream": stream, "signature": signature, "t": t_static,
-                       "inputs": bound, "warp_out": warp_out, "frame": frame, "pending": False}
+                       "inputs": bound, "warp_out": warp_out, "frame": frame}
         return self._graph

@@ -2,22 +2,22 @@
 
 Per stage: parse the ONNX file, make a strongly typed network (TensorRT 11 is always strongly
 typed and has no FP16 builder flag: an FP16 engine comes from the FP16 ONNX variant the export
-writes; design.md §4 keeps the warp stage FP32 under any precision), add one optimisation
+writes; docs/architecture.md §4 keeps the warp stage FP32 under any precision), add one optimisation
 profile (static by default: min = opt = max; `--dynamic`: a min/opt/max range), use and update
 the persistent timing cache, and serialise. Progress phases and the build time are reported;
 TensorRT's log is kept in `<cache>/engines/logs/` when a build fails.
 
 `EngineBuilder.ensure()` is the one entry point used by `dainrt build-engine` and by the
 TensorRT backend: cache hit -> the bytes; miss -> build (or, when building is not allowed, a
-one-line error naming the command to run).
+one-line error naming the command to run). The ONNX files come from the one export cache,
+`dainrt.export.ensure_exported`.
 
-Pure-Python helpers (`stage_input_shapes`, `profile_for_sizes`, `stage_precision`) are tested
+Pure-Python helpers (`stage_input_shapes`, `profile_for_sizes`) are tested
 on the CPU; everything that touches `tensorrt` has only ever been written against its
 documented API, never executed in this repository's CI.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
+from dainrt.base.files import atomic_write, sha256_file
+from dainrt.export import check_precision, ensure_exported, stage_files, stage_precision
 
-from .cache import EngineCache, EngineKey, ShapeProfile, atomic_write, sha256_file
+from .cache import EngineCache, EngineKey, ShapeProfile
 
-STAGES = ("frame", "pair", "warp", "rectify")
 DEFAULT_SIZE = (1920, 1080)          # width, height of the picture (padded before building)
 DYNAMIC_MIN_SIZE = (256, 256)        # --dynamic with one size: profile from this up to it
 
@@ -38,24 +39,6 @@ Say = Callable[[str], None]
 
 def _say_stderr(msg: str) -> None:
     print(f"dainrt: {msg}", file=sys.stderr, flush=True)
-
-
-def stage_precision(stage: str, precision: str) -> str:
-    """The precision a stage's engine is built in: the warp stage holds every coordinate and
-    custom layer and stays FP32 (spec §7); the others follow `precision`."""
-    if precision not in ("fp16", "fp32"):
-        raise DainrtError(f"--precision must be fp16 or fp32, got {precision!r}")
-    if stage not in STAGES:
-        raise DainrtError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
-    return "fp32" if stage == "warp" else precision
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1920x1080' -> (1920, 1080) (width, height)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise DainrtError(f"--size must look like WIDTHxHEIGHT, e.g. 1920x1080; got {text!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def profile_for_sizes(sizes: list[tuple[int, int]], dynamic: bool = False, padding_mode: str = "official",
@@ -153,72 +136,25 @@ class GpuIdentity:
         return cls(torch.cuda.get_device_name(index), f"{major}.{minor}", trt.__version__)
 
 
-# ----------------------------------------------------------------------------------- ONNX
-
-def onnx_dir(model_fingerprint: str, precision: str) -> Path:
-    from dainrt.weights import cache_dir
-
-    return cache_dir() / "onnx" / f"{model_fingerprint[:16]}-{precision}"
-
-
-def find_stage_files(directory: Path) -> dict[str, Path]:
-    """stage -> ONNX file in an export folder: from manifest.json when it names them, else
-    `<stage>.onnx` files."""
-    found: dict[str, Path] = {}
-    manifest = directory / "manifest.json"
-    if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text())
-        except (OSError, json.JSONDecodeError):
-            data = {}
-        stages = data.get("stages", data) if isinstance(data, dict) else {}
-        for stage in STAGES:
-            entry = stages.get(stage) if isinstance(stages, dict) else None
-            if isinstance(entry, str):
-                name = entry
-            elif isinstance(entry, dict):
-                name = entry.get("file") or entry.get("path") or entry.get("onnx")
-            else:
-                name = None
-            if name and (directory / name).is_file():
-                found[stage] = directory / name
-    for stage in STAGES:
-        if stage not in found and (directory / f"{stage}.onnx").is_file():
-            found[stage] = directory / f"{stage}.onnx"
-    return found
-
-
-def export_onnx(model, precision: str, directory: Path, say: Say = _say_stderr) -> dict[str, Path]:
-    """The model's ONNX stages in `directory`, exporting them first if they are not there."""
-    found = find_stage_files(directory)
-    if all(s in found for s in STAGES):
-        return found
-    try:
-        from dainrt.export import export_stages
-    except ImportError as err:
-        raise DainrtError(f"the ONNX export is not available in this install ({err})") from None
-    say(f"exporting the model to ONNX ({precision}) in {directory}")
-    directory.mkdir(parents=True, exist_ok=True)
-    export_stages(model, directory, precision)
-    found = find_stage_files(directory)
-    missing = [s for s in STAGES if s not in found]
-    if missing:
-        raise DainrtError(f"the ONNX export in {directory} has no file for: {', '.join(missing)}")
-    return found
-
-
 # ---------------------------------------------------------------------------------- build
 
 @dataclass
 class BuildSettings:
     optimization_level: int = 3       # builder_optimization_level, 0..5
-    workspace_mib: int | None = None   # None: TensorRT's default (device memory)
+    workspace_mib: int | None = None   # workspace memory limit in MiB; None: TensorRT's default
     plugins: bool = True               # bind dain:: nodes to our plugins (else the ONNX bodies)
     verbose: bool = False
 
     def __post_init__(self):
         if not 0 <= int(self.optimization_level) <= 5:
-            raise DainrtError(f"--opt-level must be 0..5, got {self.optimization_level}")
+            raise OptionError("opt_level", f"must be 0..5, got {self.optimization_level}")
+        if self.workspace_mib is not None and int(self.workspace_mib) < 1:
+            raise OptionError("workspace_mib", f"must be 1 or more, got {self.workspace_mib}")
+
+    @property
+    def workspace(self) -> str:
+        """The workspace limit as the engine key spells it: "default" or "<N>MiB"."""
+        return "default" if self.workspace_mib is None else f"{int(self.workspace_mib)}MiB"
 
 
 @dataclass
@@ -329,6 +265,7 @@ def build_engine(onnx_path: Path, stage: str, profile: ShapeProfile, settings: B
 def _fail(cache: EngineCache, stage: str, lines: list[str], message: str):
     path = cache.log_dir / f"build-{stage}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, ("\n".join(lines) + "\n").encode())
         where = f"; the TensorRT log is in {path}"
     except OSError:
@@ -353,9 +290,9 @@ class EngineBuilder:
 
     def __init__(self, model, precision: str = "fp16", cache: EngineCache | None = None,
                  settings: BuildSettings | None = None, device=None, say: Say = _say_stderr):
-        from dainrt.checkpoint import fingerprint
+        from dainrt.model.checkpoint import fingerprint
 
-        stage_precision("warp", precision)  # validates
+        check_precision(precision)
         self.model = model
         self.precision = precision
         self.cache = cache or EngineCache()
@@ -366,8 +303,11 @@ class EngineBuilder:
         self._onnx: dict[str, dict[str, Path]] = {}
 
     def onnx_files(self, precision: str) -> dict[str, Path]:
+        """stage -> ONNX file of the model's export in `precision`, from the export cache."""
         if precision not in self._onnx:
-            self._onnx[precision] = export_onnx(self.model, precision, onnx_dir(self.fingerprint, precision), self.say)
+            directory, manifest = ensure_exported(self.model, None, precision, checkpoint_sha256=self.fingerprint,
+                                                  progress=self.say)
+            self._onnx[precision] = stage_files(directory, manifest)
         return self._onnx[precision]
 
     def key(self, stage: str, profile: ShapeProfile) -> EngineKey:
@@ -384,6 +324,8 @@ class EngineBuilder:
             stage=stage,
             precision=precision,
             profile=profile.tag(),
+            optimization_level=str(int(self.settings.optimization_level)),
+            workspace=self.settings.workspace,
             onnx_sha256=sha256_file(onnx_path),
         )
 

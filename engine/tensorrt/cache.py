@@ -1,15 +1,15 @@
-"""The on-disk cache of TensorRT engines (design.md §5). Pure Python: no TensorRT, no GPU.
+"""The on-disk cache of TensorRT engines (docs/architecture.md §7). Pure Python: no TensorRT, no GPU.
 
 An engine is only valid for the GPU, TensorRT build, plugin code, stage, precision, shape
-profile and ONNX file it was built from. `EngineKey` holds exactly those fields; its digest
-names the files:
+profile, builder settings (optimisation level, workspace) and ONNX file it was built from.
+`EngineKey` holds exactly those fields; its digest names the files:
 
     <cache>/engines/<stage>-<precision>-<digest16>.engine   the serialized engine
     <cache>/engines/<stage>-<precision>-<digest16>.json     its key, size and SHA-256
     <cache>/engines/timing-<gpu>-sm<cc>-trt<version>.cache  TensorRT's timing cache
     <cache>/engines/logs/                                   logs of failed builds
 
-`<cache>` is `dainrt.weights.cache_dir()`. Both files are written atomically (temporary file,
+`<cache>` is `dainrt.base.paths.cache_dir()`. Both files are written atomically (temporary file,
 fsync, rename), the engine first and its record last, so a crash leaves at worst an engine
 without a record, which is never loaded. `EngineCache.load` returns the engine bytes only when
 the record exists, its key equals the wanted key field by field, and the bytes on disk have
@@ -22,15 +22,16 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError
+from dainrt.base.files import atomic_write, sha256_file
+from dainrt.base.paths import cache_dir
+from dainrt.export import PRECISIONS
 
-RECORD_FORMAT = "dainrt-engine-1"
-PRECISIONS = ("fp16", "fp32")
+RECORD_FORMAT = "dainrt-engine-2"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class EngineKey:
     stage: str               # frame | pair | warp | rectify
     precision: str           # fp16 | fp32
     profile: str             # ShapeProfile.tag()
+    optimization_level: str  # builder optimisation level, "0".."5"
+    workspace: str           # workspace memory limit: "default" (TensorRT's) or "<N>MiB"
     onnx_sha256: str         # SHA-256 of the ONNX file the engine is built from
 
     def __post_init__(self):
@@ -140,51 +143,11 @@ class CacheEntry:
     build_seconds: float = 0.0
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a
-    part: a temporary file in the same folder, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
 
 
 def default_root() -> Path:
-    from dainrt.weights import cache_dir
-
     return cache_dir() / "engines"
 
 
@@ -213,6 +176,7 @@ class EngineCache:
         """Write `engine` for `key` atomically (engine file first, then its record)."""
         path = self.engine_path(key)
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             atomic_write(path, bytes(engine))
             record = {
                 "format": RECORD_FORMAT,
@@ -327,6 +291,7 @@ class EngineCache:
 
     def store_timing_cache(self, path: Path, data: bytes) -> None:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, bytes(data))
         except OSError as err:
             raise DainrtError(f"cannot write the timing cache {path}: {err.strerror or err}") from None

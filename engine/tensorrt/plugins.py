@@ -20,120 +20,18 @@ How each plugin runs (both from the Triton kernels of `dainrt.engine.kernels`):
   TensorRT's stream (the engine needs this module imported to deserialize, which
   `TensorRTBackend` does).
 
-`BINDINGS` describes both in plain Python (node name, namespace, inputs, outputs, dtypes,
-attributes, output shape rule) so the binding can be tested without TensorRT. Nothing here
-imports tensorrt or triton until `register_plugins()` is called.
+Nothing here imports tensorrt or triton until `register_plugins()` is called; the tests run
+the registration against a stand-in `tensorrt.plugin` and check it against the export's nodes.
 """
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 NAMESPACE = "dain"
 PARSER_PLUGIN_VERSION = "1"   # the node's plugin_version attribute (QDP creators are version "1")
 IMPL_VERSION = "1"            # bump when the plugin glue changes meaning; kernels are hashed
 DFP_OP = "DepthFlowProjection"
 AW_OP = "AdaptiveWarp"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One plugin input or output: name, dtype, and its shape as (B, C, H, W) with C fixed
-    (an int) or free (a name shared between tensors that must agree)."""
-
-    name: str
-    dtype: str
-    channels: object  # int, or a str naming a free channel count ("C")
-
-
-@dataclass(frozen=True)
-class PluginBinding:
-    """How a `dain::` ONNX node maps to a TensorRT plugin."""
-
-    op_type: str
-    namespace: str
-    version: str
-    inputs: Tuple[TensorSpec, ...]
-    outputs: Tuple[TensorSpec, ...]
-    node_attributes: Dict[str, str]     # string attributes the exported node carries
-    plugin_attributes: Tuple[str, ...]  # attributes the plugin itself takes (none)
-    implementation: str                 # "aot" or "jit"
-    kernels: Tuple[str, ...]            # Triton kernels (dainrt.engine.kernels.aot names)
-
-    @property
-    def plugin_id(self) -> str:
-        return f"{self.namespace}::{self.op_type}"
-
-    def output_shapes(self, input_shapes: Sequence[Sequence[int]]) -> Tuple[Tuple[int, ...], ...]:
-        """Output shapes for concrete input shapes; ValueError when the inputs do not fit."""
-        if len(input_shapes) != len(self.inputs):
-            raise ValueError(f"{self.plugin_id}: {len(self.inputs)} inputs expected, got {len(input_shapes)}")
-        free: Dict[str, int] = {}
-        batch_hw = None
-        for spec, shape in zip(self.inputs, input_shapes):
-            shape = tuple(int(s) for s in shape)
-            if len(shape) != 4:
-                raise ValueError(f"{self.plugin_id}: input {spec.name} must be 4-D (B,C,H,W), got {shape}")
-            b, c, h, w = shape
-            if batch_hw is None:
-                batch_hw = (b, h, w)
-            elif (b, h, w) != batch_hw:
-                raise ValueError(f"{self.plugin_id}: input {spec.name} is {shape}, expected batch/size {batch_hw}")
-            if isinstance(spec.channels, int):
-                if c != spec.channels:
-                    raise ValueError(f"{self.plugin_id}: input {spec.name} needs {spec.channels} channels, got {c}")
-            elif free.setdefault(spec.channels, c) != c:
-                raise ValueError(f"{self.plugin_id}: channel count {spec.channels} disagrees between inputs")
-        b, h, w = batch_hw
-        return tuple((b, out.channels if isinstance(out.channels, int) else free[out.channels], h, w)
-                     for out in self.outputs)
-
-    def describe(self) -> dict:
-        return {
-            "plugin_id": self.plugin_id,
-            "op_type": self.op_type,
-            "namespace": self.namespace,
-            "version": self.version,
-            "inputs": [(t.name, t.dtype, t.channels) for t in self.inputs],
-            "outputs": [(t.name, t.dtype, t.channels) for t in self.outputs],
-            "node_attributes": dict(self.node_attributes),
-            "plugin_attributes": list(self.plugin_attributes),
-            "implementation": self.implementation,
-            "kernels": list(self.kernels),
-        }
-
-
-_NODE_ATTRS = {"plugin_namespace": NAMESPACE, "plugin_version": PARSER_PLUGIN_VERSION}
-
-BINDINGS: Dict[str, PluginBinding] = {
-    DFP_OP: PluginBinding(
-        op_type=DFP_OP,
-        namespace=NAMESPACE,
-        version=PARSER_PLUGIN_VERSION,
-        inputs=(TensorSpec("flow", "float32", 2), TensorSpec("weight", "float32", 1)),
-        outputs=(TensorSpec("projected", "float32", 2),),
-        node_attributes=dict(_NODE_ATTRS),
-        plugin_attributes=(),
-        implementation="jit",
-        kernels=("dfp_splat_kernel", "dfp_fill_kernel"),
-    ),
-    AW_OP: PluginBinding(
-        op_type=AW_OP,
-        namespace=NAMESPACE,
-        version=PARSER_PLUGIN_VERSION,
-        inputs=(TensorSpec("image", "float32", "C"), TensorSpec("flow", "float32", 2),
-                TensorSpec("kernel", "float32", 16)),
-        outputs=(TensorSpec("warped", "float32", "C"),),
-        node_attributes=dict(_NODE_ATTRS),
-        plugin_attributes=(),
-        implementation="aot",
-        kernels=("adaptive_warp_kernel",),
-    ),
-}
-
-
-def describe_bindings() -> dict:
-    return {op: b.describe() for op, b in BINDINGS.items()}
 
 
 def plugin_version() -> str:

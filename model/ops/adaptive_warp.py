@@ -1,4 +1,4 @@
-"""Adaptive warping layer (the official `FilterInterpolation` layer), spec §6.3.
+"""Adaptive warping layer (the official `FilterInterpolation` layer), docs/dain-spec.md §6.3.
 
 Backward warp with a per-target-pixel 4x4 kernel on top of bilinear quadrant weights. Written as
 16 gathers over flattened H*W indices, accumulated tap by tap so that memory stays at a few
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-FILTER_SIZE = 4  # 4x4 taps; the only size the official weights exist for
+from ..config import FILTER_SIZE
 
 
 def adaptive_warp(image: Tensor, flow: Tensor, kernel: Tensor) -> Tensor:

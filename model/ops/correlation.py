@@ -1,4 +1,4 @@
-"""PWC-Net cost volume (the official `Correlation` layer), spec §6.4.
+"""PWC-Net cost volume (the official `Correlation` layer), docs/dain-spec.md §6.4.
 
 Parameters fixed as in PWC: kernel 1, strides 1, pad = max displacement, so the output keeps the
 input's spatial size. Written as pad + shifted slices + multiply + channel mean: standard ops only

@@ -1,11 +1,11 @@
-"""Depth-aware flow projection (the official `DepthFlowProjection` layer), spec §6.1.
+"""Depth-aware flow projection (the official `DepthFlowProjection` layer), docs/dain-spec.md §6.1.
 
 Forward-splats a flow from the source frame to time t with inverse-depth weights, normalises, and
 (at inference) fills the holes from their nearest non-hole neighbours. Everything is float32: the
 splat coordinates lose integer precision in fp16 above 2048 px.
 
 The hole search uses only CumSum / ScatterElements / GatherElements-shaped ops (no cummax, which
-ONNX lacks), see design.md §4.
+ONNX lacks), see docs/architecture.md §4.
 """
 from __future__ import annotations
 

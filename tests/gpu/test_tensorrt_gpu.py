@@ -204,8 +204,9 @@ def engine_cache(tmp_path_factory):
 
 def _interpolate(backend, z_or_frames, times):
     from dainrt.engine.runner import Runner
+    from dainrt.runtime.transfer import to_tensor
 
-    f0, f1 = z_or_frames
+    f0, f1 = (to_tensor(f).to(backend.device) for f in z_or_frames)
     return [o.float().cpu() for o in Runner(backend).interpolate(0, f0, 1, f1, times)]
 
 
@@ -224,7 +225,7 @@ def test_fp32_engines_vs_torch_on_golden(golden_model, engine_cache, case):
 
 
 def _middlebury(name):
-    from dainrt.images import read_image
+    from dainrt.base.images import read_image
 
     d = MIDDLEBURY / name
     return read_image(d / "frame10.png"), read_image(d / "frame11.png"), read_image(d / "frame10i11.png")

@@ -7,9 +7,9 @@ Two file formats, both read with `torch.load(path, map_location="cpu", weights_o
 * dainrt's own files: `{"format": "dainrt-checkpoint-1", "config": ModelConfig.to_dict(),
   "state_dict": {...}}`, which also carry the width of a narrower model.
 
-Loading is strict (design §9): every float key of the model must be present with its shape;
+Loading is strict (docs/architecture.md §9): every float key of the model must be present with its shape;
 unexpected keys are errors. Only missing `*.num_batches_tracked` counters are tolerated: BatchNorm
-never reads them in eval mode and some exporters drop them (spec §8).
+never reads them in eval mode and some exporters drop them (docs/dain-spec.md §8).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 import warnings
 import zlib
 from collections import OrderedDict
@@ -28,14 +27,16 @@ from pathlib import Path
 
 import torch
 
-from dainrt.errors import DainrtError
-from dainrt.model import DAIN, ModelConfig
+from dainrt.base.errors import DainrtError
+from dainrt.base.files import atomic_output
+from .config import ModelConfig
+from .dain import DAIN
 
 FORMAT = "dainrt-checkpoint-1"
 DATAPARALLEL_PREFIX = "module."
 TOLERATED_MISSING_LEAF = "num_batches_tracked"
 
-# Synthetic weights (golden README §1.1): conv weight gain per top-level module, exact match on
+# Synthetic weights (tests/data/golden/README.md §1.1): conv weight gain per top-level module, exact match on
 # the text before the first dot (so `initScaleNets_filter1` is not `initScaleNets_filter`). The
 # gains keep every stage of the random network in a sane numeric range on real frames.
 GAIN = {
@@ -294,26 +295,17 @@ def save_checkpoint(
         "state_dict": OrderedDict((k, v.detach().cpu()) for k, v in state_dict.items()),
     }
     path = Path(path)
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-            tmp_name = f.name
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
     except OSError as err:
         raise DainrtError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
     return path
 
 
 # ----------------------------------------------------------------------------------------------
-# Synthetic weights (golden README §1)
+# Synthetic weights (tests/data/golden/README.md §1)
 
 
 def _synthetic_tensor(key: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -343,7 +335,7 @@ def _synthetic_tensor(key: str, shape: tuple[int, ...], seed: int) -> torch.Tens
 
 
 def synthetic_state_dict(config: ModelConfig = ModelConfig(), seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
-    """Deterministic random weights for `DAIN(config)` (golden README §1.1, generalised).
+    """Deterministic random weights for `DAIN(config)` (tests/data/golden/README.md §1.1, generalised).
 
     Each key draws from its own CPU generator seeded with `crc32(key) ^ seed`, so the values do
     not depend on the CPU, the torch build or the other keys. Width 1.0 with seed 0 is exactly
@@ -355,7 +347,7 @@ def synthetic_state_dict(config: ModelConfig = ModelConfig(), seed: int = 0) -> 
 
 
 def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, "OrderedDict[str, list]"]:
-    """(sha256 hex, per_key) of a state dict, as in golden README §1.1.
+    """(sha256 hex, per_key) of a state dict, as in tests/data/golden/README.md §1.1.
 
     The digest covers, for every key in order, `key utf-8 + b"\\0" + raw little-endian tensor
     bytes`; per_key[key] = [first 16 hex of sha256(tensor bytes), float64 sum, first value].

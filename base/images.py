@@ -12,9 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from dainrt.errors import DainrtError
+from .errors import DainrtError
+from .files import atomic_output
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# The one rule between integer pictures and [0,1] floats: value / peak of the integer type.
+PEAK = {"uint8": 255.0, "uint16": 65535.0}
+
+
+def peak_of(dtype) -> float:
+    """255 for uint8, 65535 for uint16 (numpy or torch dtypes); ValueError for other types."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in PEAK:
+        raise ValueError(f"pictures are uint8 or uint16, got {name}")
+    return PEAK[name]
 
 
 def _png_bit_depth(path: Path) -> int | None:
@@ -59,26 +71,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float RGB in [0,1] -> uint8 or uint16, clipped and rounded half-to-even (as the official demo)."""
-    scale = 255.0 if np.dtype(dtype) == np.uint8 else 65535.0
-    return np.round(np.clip(image, 0.0, 1.0) * scale).astype(dtype)
+    return np.round(np.clip(image, 0.0, 1.0) * peak_of(np.dtype(dtype))).astype(dtype)
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write HxWx3 uint8 or uint16 RGB as a picture (16-bit only as PNG); atomic (temp + rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
+    if image.dtype == np.uint16 and path.suffix.lower() != ".png":
+        raise DainrtError(f"{path}: 16-bit output needs a .png name")
     try:
-        if image.dtype == np.uint16:
-            if path.suffix.lower() != ".png":
-                raise DainrtError(f"{path}: 16-bit output needs a .png name")
-            _encode_png16(tmp, image)
-        else:
-            from PIL import Image
+        with atomic_output(path) as tmp:
+            if image.dtype == np.uint16:
+                _encode_png16(tmp, image)
+            else:
+                from PIL import Image
 
-            Image.fromarray(image).save(tmp, format=_pil_format(path))
-        os.replace(tmp, path)
+                Image.fromarray(image).save(tmp, format=_pil_format(path))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise DainrtError(f"cannot write {path}: {err.strerror or err}") from None
 
 

@@ -1,7 +1,7 @@
 """Where weights come from: resolution (argument, environment, cache) and a resumable download.
 
-Resolution order (design §9): an explicit path (`--weights PATH`), then `$DAINRT_WEIGHTS`, then
-`<cache>/weights/best.pth` if present, then the bundled default model (`dainrt/data`).
+Resolution order (docs/architecture.md §9): an explicit path (`--weights PATH`), then `$DAINRT_WEIGHTS`, then
+`<cache>/weights/best.pth` if present, then the bundled default model (`model/data`).
 """
 from __future__ import annotations
 
@@ -15,24 +15,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dainrt.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
+from dainrt.base.files import sha256_file
+from dainrt.base.paths import cache_dir
 
 ENV_WEIGHTS = "DAINRT_WEIGHTS"
-ENV_CACHE = "DAINRT_CACHE"
 CHUNK = 1 << 20          # bytes per read while downloading (1 MiB)
 TIMEOUT_S = 30.0         # socket timeout per connect / read, seconds
-
-
-def cache_dir() -> Path:
-    """dainrt's cache folder: `$DAINRT_CACHE`, else `$XDG_CACHE_HOME/dainrt`, else `~/.cache/dainrt`.
-
-    Empty variables count as unset. The folder is not created here.
-    """
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "dainrt"
-    return Path.home() / ".cache" / "dainrt"
 
 
 def cached_weights_path() -> Path:
@@ -44,7 +33,7 @@ BUNDLED_WEIGHTS = Path(__file__).parent / "data" / "default_model.pth"
 
 
 def default_weights() -> Path | None:
-    """The model shipped inside the package (see dainrt/data/MODEL_CARD.md), None if absent."""
+    """The model shipped inside the package (see model/data/MODEL_CARD.md), None if absent."""
     return BUNDLED_WEIGHTS if BUNDLED_WEIGHTS.is_file() else None
 
 
@@ -63,7 +52,7 @@ def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
         return cached
     bundled = default_weights()
     if bundled is not None:
-        print("dainrt: using the bundled default model (dainrt/data/MODEL_CARD.md); --weights PATH picks another",
+        print("dainrt: using the bundled default model (model/data/MODEL_CARD.md); --weights PATH picks another",
               file=sys.stderr)
         return bundled
     raise DainrtError(
@@ -88,16 +77,8 @@ def _existing(path: Path, problem: str) -> Path:
 def check_sha256(sha256: str) -> str:
     """The digest in lower case; DainrtError unless it is 64 hex characters."""
     if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
-        raise DainrtError(f"--sha256 must be 64 hexadecimal characters, got {sha256!r}")
+        raise OptionError("sha256", f"must be 64 hexadecimal characters, got {sha256!r}")
     return sha256.strip().lower()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = True) -> Path:
@@ -115,7 +96,7 @@ def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = Tru
     out = Path(out).expanduser()
     part = out.with_name(out.name + ".part")
     try:
-        if out.is_file() and file_sha256(out) == sha256:
+        if out.is_file() and sha256_file(out) == sha256:
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -125,7 +106,7 @@ def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = Tru
     if got is None:
         # The server refused the range (416): the .part is complete already, or longer than the
         # file (stale). Check it; if it is wrong, throw it away and download from the start.
-        if file_sha256(part) != sha256:
+        if sha256_file(part) != sha256:
             part.unlink()
             got = _fetch(url, part, progress)
         else:
@@ -146,7 +127,7 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
     """
     from tqdm import tqdm
 
-    from dainrt import __version__
+    from dainrt.base import __version__
 
     offset = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": f"dainrt/{__version__}"})

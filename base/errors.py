@@ -1,0 +1,31 @@
+"""User-facing errors.
+
+A `DainrtError` is a mistake the user can fix (a missing file, a bad option, wrong weights). The
+CLI prints its message as one line and exits non-zero, without a traceback. Anything else that
+escapes is a bug and keeps its traceback.
+
+Below the command line, errors speak in the layer's own terms: an `OptionError` names the
+option as a Python parameter (`max_frames must be 1 or more, got 0`), and the command line
+rewrites the name as its flag (`--max-frames must be 1 or more, got 0`).
+"""
+
+
+class DainrtError(Exception):
+    """An error caused by the user's input; `str(err)` names the problem and the fix."""
+
+    exit_code = 2
+
+
+class OptionError(DainrtError):
+    """A bad value of option `option` (a Python parameter name, e.g. `max_frames`).
+
+    `problem` continues the option's name: `OptionError("crf", "must lie in 0..51, got 99")`.
+    """
+
+    def __init__(self, option: str, problem: str):
+        self.option, self.problem = option, problem
+        super().__init__(f"{option} {problem}")
+
+    def as_flag(self) -> str:
+        """The message with the option spelled as a command-line flag (`--max-frames ...`)."""
+        return f"--{self.option.replace('_', '-')} {self.problem}"

@@ -1,0 +1,23 @@
+"""Picture sizes as users write them."""
+from __future__ import annotations
+
+from .errors import DainrtError
+
+# Common names of frame sizes, (width, height) in pixels.
+SIZE_ALIASES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160),
+                "2160p": (3840, 2160)}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`256` (256x256), `480p`, `720p`, `1080p`, `4k`/`2160p`, or `WxH` -> (width, height) in pixels."""
+    key = str(text).strip().lower()
+    if key in SIZE_ALIASES:
+        return SIZE_ALIASES[key]
+    parts = key.split("x")
+    try:
+        w, h = (int(p) for p in parts) if len(parts) == 2 else (int(key), int(key))
+    except ValueError:
+        raise DainrtError(f"bad size {text!r}: use 256, 480p, 720p, 1080p, 4k or WIDTHxHEIGHT") from None
+    if w < 1 or h < 1:
+        raise DainrtError(f"bad size {text!r}: sides must be 1 or more")
+    return w, h
