@@ -1,6 +1,8 @@
 """Picture sizes as users write them."""
 from __future__ import annotations
 
+import argparse
+
 from .errors import DainrtError
 
 # Common names of frame sizes, (width, height) in pixels.
@@ -21,3 +23,11 @@ def parse_size(text: str) -> tuple[int, int]:
     if w < 1 or h < 1:
         raise DainrtError(f"bad size {text!r}: sides must be 1 or more")
     return w, h
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """`parse_size` as an argparse `type=`: a bad size is argparse's usage error."""
+    try:
+        return parse_size(text)
+    except DainrtError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

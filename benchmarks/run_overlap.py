@@ -36,10 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _size(text: str) -> tuple[int, int]:
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+from dainrt.base.sizes import size_argument
 
 
 def _rss_mb() -> float:
@@ -170,7 +167,7 @@ def memory(args, tmp: Path, model) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=_size, default=(160, 96), help="overlap clip WxH (default 160x96)")
+    p.add_argument("--size", type=size_argument, default=(160, 96), help="overlap clip WxH (default 160x96)")
     p.add_argument("--frames", type=int, default=24, help="overlap clip frames (default 24)")
     p.add_argument("--factor", type=int, default=2, help="frame-rate factor (default 2)")
     p.add_argument("--width", type=float, default=0.25, help="synthetic model width (default 0.25)")
@@ -178,7 +175,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     p.add_argument("--long-frames", type=int, default=3000, help="long clip frames (default 3000)")
-    p.add_argument("--long-size", type=_size, default=(320, 180), help="long clip WxH (default 320x180)")
+    p.add_argument("--long-size", type=size_argument, default=(320, 180), help="long clip WxH (default 320x180)")
     p.add_argument("--long-factor", type=int, default=1, help="factor for the long clip (default 1: no model)")
     p.add_argument("--skip-long", action="store_true")
     p.add_argument("--json", help="also write the results as JSON")

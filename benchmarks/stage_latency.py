@@ -18,9 +18,12 @@ import time
 
 import torch
 
+from dainrt.base.sizes import size_argument
 
-def parse_size(text: str) -> tuple[int, int]:
-    w, h = (int(v) for v in text.lower().split("x"))
+
+def stage_size(text: str) -> tuple[int, int]:
+    """A padded frame size (WxH, multiples of 64), as the stages take it."""
+    w, h = size_argument(text)
     if w % 64 or h % 64:
         raise argparse.ArgumentTypeError(f"{text}: stage sizes must be multiples of 64")
     return w, h
@@ -41,7 +44,7 @@ def stage_inputs(stages, width: int, height: int) -> dict[str, tuple[torch.Tenso
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(256, 256), (512, 384)], metavar="WxH")
+    p.add_argument("--sizes", nargs="+", type=stage_size, default=[(256, 256), (512, 384)], metavar="WxH")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--width", type=float, default=1.0, help="model width multiplier (default 1: the official net)")
     p.add_argument("--onnx-dir", default=None, help="an export to use (default: the export cache)")

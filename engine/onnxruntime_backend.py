@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dainrt.base.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
 
 
 def _say(message: str) -> None:
@@ -124,7 +124,7 @@ class OnnxRuntimeBackend:
                               + ("install onnxruntime-gpu instead of onnxruntime" if "CUDA" in missing[0] or "Tensorrt" in missing[0]
                                  else "choose another provider"))
         if self.device.type == "cuda" and names[0] == "CPUExecutionProvider":
-            raise DainrtError("device cuda with the CPU execution provider: use --device cpu, or the cuda/tensorrt providers")
+            raise OptionError("providers", "cpu cannot run on a CUDA device: use the cpu device, or the cuda/tensorrt providers")
         return providers
 
     def session(self, stage: str):

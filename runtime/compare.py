@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dainrt.base.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
 
 from .decode import Decoder, probe
 from .encode import write_error
@@ -46,7 +46,7 @@ def compare(original: str, interpolated: str, output: str, slow: int = 1, labels
     import av
 
     if slow < 1:
-        raise DainrtError(f"--slow must be 1 or more, got {slow}")
+        raise OptionError("slow", f"must be 1 or more, got {slow}")
     out = Path(output)
     if out.suffix == "":
         raise DainrtError(f"{out}: give the output a file extension such as .mp4")

@@ -25,6 +25,7 @@ from dainrt.base.errors import DainrtError
 from dainrt.export import export_stages
 from dainrt.model import STAGE_IO
 from dainrt.runtime.transfer import to_tensor
+from dainrt.base.metrics import psnr
 from test_export import shared_export
 
 SEQUENCES = ["RubberWhale", "Dimetrodon", "Venus"]
@@ -163,11 +164,6 @@ def test_end_to_end_on_the_goldens(golden_backend, case):
 
 
 # --------------------------------------------------------------- Middlebury, ORT vs torch
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(torch.mean((a.double() - b.double()) ** 2))
-    return 10 * np.log10(1.0 / max(mse, 1e-30))
 
 
 @pytest.fixture(scope="module")
