@@ -19,13 +19,15 @@ class DainrtError(Exception):
 class OptionError(DainrtError):
     """A bad value of option `option` (a Python parameter name, e.g. `max_frames`).
 
-    `problem` continues the option's name: `OptionError("crf", "must lie in 0..51, got 99")`.
+    `problem` continues the option's name (`OptionError("crf", "must lie in 0..51, got 99")`),
+    or places it where `{option}` stands (`OptionError("size", "bad {option} 'big': ...")`).
     """
 
     def __init__(self, option: str, problem: str):
-        self.option, self.problem = option, problem
-        super().__init__(f"{option} {problem}")
+        self.option = option
+        self.problem = problem if "{option}" in problem else "{option} " + problem
+        super().__init__(self.problem.replace("{option}", option))
 
     def as_flag(self) -> str:
         """The message with the option spelled as a command-line flag (`--max-frames ...`)."""
-        return f"--{self.option.replace('_', '-')} {self.problem}"
+        return self.problem.replace("{option}", "--" + self.option.replace("_", "-"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import DainrtError
+from .errors import DainrtError, OptionError
 
 # Common names of frame sizes, (width, height) in pixels.
 SIZE_ALIASES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160),
@@ -19,9 +19,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(p) for p in parts) if len(parts) == 2 else (int(key), int(key))
     except ValueError:
-        raise DainrtError(f"bad size {text!r}: use 256, 480p, 720p, 1080p, 4k or WIDTHxHEIGHT") from None
+        raise OptionError("size", f"bad {{option}} {text!r}: use 256, 480p, 720p, 1080p, 4k or WIDTHxHEIGHT") from None
     if w < 1 or h < 1:
-        raise DainrtError(f"bad size {text!r}: sides must be 1 or more")
+        raise OptionError("size", f"bad {{option}} {text!r}: sides must be 1 or more")
     return w, h
 
 
