@@ -112,7 +112,10 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
         "input_fps": frac_to_str(opts.input_fps) if opts.input_fps else None, "max_frames": opts.max_frames,
         "dedup": opts.dedup, "dedup_threshold": opts.dedup_threshold, "scene_threshold": opts.scene_threshold,
         "scene_mode": opts.scene_mode, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
-        "segment_frames": segment_frames, "backend": opts.backend, "device": str(opts.device).split(":")[0],
+        "segment_frames": segment_frames, "backend": opts.backend,
+        "backend_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                            for k, v in sorted(opts.backend_options.items())},
+        "device": str(opts.device).split(":")[0],
         "weights": weights_id, "output": os.path.abspath(opts.output),
     }
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .engine_args import add_engine_arguments, engine_choice
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,8 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="a sequence folder or a folder of sequence folders")
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, the cache, then the bundled model)")
-    p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -25,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.training.evaluate import evaluate, find_sequences, format_table
 
     sequences = find_sequences(args.dir)
-    interp = Interpolator(args.weights, backend=args.backend, device=args.device)
+    choice = engine_choice(args)
+    interp = Interpolator(args.weights, backend=choice.backend, device=args.device, **choice.options)
     print(format_table(evaluate(sequences, interp)))
     return 0

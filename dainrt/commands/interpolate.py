@@ -10,6 +10,8 @@ import numpy as np
 
 from dainrt.base.errors import DainrtError
 
+from .engine_args import add_engine_arguments, engine_choice
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,8 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     when.add_argument("--times", type=_parse_times, metavar="T,T,...", help="time steps in (0,1), e.g. 0.25,0.5,0.75")
     when.add_argument("--factor", type=int, metavar="N", help="N-1 evenly spaced frames (N=4: t = 0.25, 0.5, 0.75); default 2")
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
-    p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_engine_arguments(p)
     p.add_argument("--onnx-dir", type=Path, metavar="DIR",
                    help="with --backend onnxruntime: use (or export into) this folder instead of the cache")
     p.set_defaults(func=run)
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.base.images import read_image, to_dtype, write_image
 
     times = check_times(args.times if args.times is not None else times_for_factor(args.factor or 2))
+    choice = engine_choice(args)      # a path this machine cannot run fails before anything is read or written
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         frame0, frame1 = read_image(args.frame0), read_image(args.frame1)
@@ -66,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise DainrtError(f"cannot create output folder {args.output}: {err.strerror}") from None
 
-    options = {}
+    options = dict(choice.options)
     if args.onnx_dir is not None:
-        if args.backend != "onnxruntime":
+        if choice.backend != "onnxruntime":
             raise DainrtError("--onnx-dir only applies to --backend onnxruntime")
         options["onnx_dir"] = args.onnx_dir
-    interp = Interpolator(args.weights, backend=args.backend, device=args.device, **options)
+    interp = Interpolator(args.weights, backend=choice.backend, device=args.device, **options)
     frames = interp.iter_interpolate(frame0, frame1, times)
     bar = tqdm(times, desc="interpolating", unit="frame", disable=len(times) < 2 or not sys.stderr.isatty())
     for t, frame in zip(bar, frames):

@@ -36,6 +36,8 @@ def _number(text: str) -> float:
 def register(sub: argparse._SubParsersAction) -> None:
     from dainrt.runtime.scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD
 
+    from .engine_args import add_engine_arguments
+
     p = sub.add_parser(
         "run",
         help="interpolate a video (or picture sequence) to a higher frame rate",
@@ -52,9 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--fps", type=_rate, metavar="RATE", help="output frame rate: 60, 59.94, 60000/1001, ...")
     when.add_argument("--factor", type=_positive_int, metavar="N", help="N times the input frame rate")
-    p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_engine_arguments(p)
     p.add_argument("--report", metavar="PATH", help="write a JSON report (frame counts, rates, scene cuts, held frames, timing)")
     p.add_argument("--dedup", action="store_true",
                    help="drop held frames (stop-motion 'on twos') and interpolate through them at their proper times")
@@ -85,8 +86,13 @@ def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 def run(args: argparse.Namespace) -> int:
     from dainrt.runtime import RunOptions, run as run_film, summary_line
 
+    from .engine_args import engine_choice
+
+    # A dry run loads no model: the engine is chosen (and checked) only for a real run.
+    choice = None if args.dry_run else engine_choice(args)
     opts = RunOptions(
-        input=args.input, output=args.output, fps=args.fps, factor=args.factor, backend=args.backend,
+        input=args.input, output=args.output, fps=args.fps, factor=args.factor,
+        backend=choice.backend if choice else args.backend, backend_options=choice.options if choice else {},
         weights=args.weights, device=args.device, report=args.report, dedup=args.dedup,
         dedup_threshold=args.dedup_threshold, scene_threshold=args.scene_threshold, scene_mode=args.scene_mode,
         codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume,

@@ -1,0 +1,34 @@
+"""The options that choose how the model runs, shared by `run`, `interpolate` and `eval`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend, --device, --precision, --kernels, --compile (see dainrt.engine.choice)."""
+    # Values are checked by dainrt.engine.choice, which names the problem in one line.
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="torch (default), onnxruntime, or tensorrt (NVIDIA GPU with TensorRT)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--precision", default=None, metavar="fp32|fp16",
+                   help="fp16: frame, pair and rectify in FP16, warp always FP32 (default: fp16 on CUDA, fp32 on the CPU; "
+                   "torch fp16 needs CUDA)")
+    p.add_argument("--kernels", default=None, metavar="reference|triton",
+                   help="torch backend: the warping layers as vectorised PyTorch ops (reference) or Triton kernels "
+                   "(CUDA; default there when triton is installed)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch backend: torch.compile every stage (minutes of compilation first, then faster)")
+
+
+def engine_choice(args: argparse.Namespace):
+    """The EngineChoice for the parsed options; says in one line what dainrt picked on CUDA."""
+    from dainrt.engine.backend import resolve_device
+    from dainrt.engine.choice import choose_engine
+
+    device = resolve_device(args.device)
+    choice = choose_engine(device, args.backend, args.precision, args.kernels, args.compile)
+    if choice.picked:
+        print(f"dainrt: on {device}: {choice.describe()} (the fastest path here; --backend, --precision, "
+              f"--kernels choose another)", file=sys.stderr)
+    return choice
