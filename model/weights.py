@@ -14,9 +14,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from dainrt.base.errors import DainrtError, OptionError
-from dainrt.base.files import sha256_file
+from dainrt.base.files import atomic_write, sha256_file
 from dainrt.base.paths import cache_dir
 
 ENV_WEIGHTS = "DAINRT_WEIGHTS"
@@ -57,7 +58,7 @@ def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
         return bundled
     raise DainrtError(
         f"no model weights: pass --weights PATH, set {ENV_WEIGHTS}=PATH, or put the checkpoint at "
-        f"{cached} (`dainrt weights download --url URL --sha256 HEX` fetches it there; "
+        f"{cached} (`dainrt weights download --official` fetches the official one there; "
         f"`dainrt weights init -o PATH` writes random test weights)"
     )
 
@@ -73,58 +74,122 @@ def _existing(path: Path, problem: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 # Download
 
+# The official DAIN checkpoint. Its original host is dead; a copy is in the public
+# BurguerJohn/Dain-App repository, identified by its git blob id (SHA-1 of b"blob <size>\0" and
+# the bytes), which anyone can check against the repository's own tree.
+OFFICIAL_URL = "https://raw.githubusercontent.com/BurguerJohn/Dain-App/master/model_weights/best.pth"
+OFFICIAL_BLOB_ID = "8ce43dbd696a63a7cd0caac8a4aacb1264ef3899"
+
+
+class Digest(NamedTuple):
+    """What a downloaded file must hash to: `name` for messages, `hex` expected, `of(path)`."""
+
+    name: str
+    hex: str
+    of: Callable[[Path], str]
+
 
 def check_sha256(sha256: str) -> str:
-    """The digest in lower case; DainrtError unless it is 64 hex characters."""
+    """The digest in lower case; OptionError unless it is 64 hex characters."""
     if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
         raise OptionError("sha256", f"must be 64 hexadecimal characters, got {sha256!r}")
     return sha256.strip().lower()
 
 
-def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = True) -> Path:
-    """Fetch `url` to `out` over HTTP(S), resumable, and check its SHA-256; returns `out`.
+def git_blob_id(path: str | os.PathLike) -> str:
+    """The git blob id of a file: SHA-1 hex of b"blob <size>\0" followed by its bytes."""
+    path = Path(path)
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    Bytes go to `out + ".part"`. An existing .part is resumed with `Range: bytes=N-` (206: append;
-    200: the server ignored the range, start over). `out` appears (atomic `os.replace`) only when
-    the whole file hashes to `sha256`; a mismatch deletes the .part and raises DainrtError with
-    both digests. Network errors raise DainrtError and keep the .part, so the same call resumes.
-    An `out` that already has the right digest is kept without a download.
+
+def _digest(sha256: str | None, blob_id: str | None) -> Digest:
+    if (sha256 is None) == (blob_id is None):
+        raise DainrtError("a download needs exactly one expected digest: a SHA-256 or a git blob id")
+    if sha256 is not None:
+        return Digest("SHA-256", check_sha256(sha256), sha256_file)
+    if not isinstance(blob_id, str) or not re.fullmatch(r"[0-9a-fA-F]{40}", blob_id.strip()):
+        raise OptionError("blob_id", f"must be 40 hexadecimal characters, got {blob_id!r}")
+    return Digest("git blob id", blob_id.strip().lower(), git_blob_id)
+
+
+def download(url: str, sha256: str | None, out: str | os.PathLike, progress: bool = True,
+             blob_id: str | None = None) -> Path:
+    """Fetch `url` to `out` over HTTP(S), resumable, and check its digest; returns `out`.
+
+    The file must hash to `sha256` or, instead, have the git blob id `blob_id`. Bytes go to
+    `out + ".part"`. An existing .part is resumed with `Range: bytes=N-` (206: append; 200: the
+    server ignored the range, start over). `out` appears (atomic `os.replace`) only when the whole
+    file has the expected digest; a mismatch deletes the .part and raises DainrtError with both
+    digests. Network errors raise DainrtError and keep the .part, so the same call resumes. An
+    `out` that already has the right digest is kept without a download.
     """
-    sha256 = check_sha256(sha256)
+    expect = _digest(sha256, blob_id)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DainrtError(f"only http:// and https:// URLs can be downloaded, got {url!r}")
     out = Path(out).expanduser()
     part = out.with_name(out.name + ".part")
     try:
-        if out.is_file() and sha256_file(out) == sha256:
+        if out.is_file() and expect.of(out) == expect.hex:
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DainrtError(f"cannot use {out}: {err.strerror or err}") from None
 
-    got = _fetch(url, part, progress)
-    if got is None:
-        # The server refused the range (416): the .part is complete already, or longer than the
-        # file (stale). Check it; if it is wrong, throw it away and download from the start.
-        if sha256_file(part) != sha256:
-            part.unlink()
-            got = _fetch(url, part, progress)
-        else:
-            got = sha256
-    if got != sha256:
+    if not _fetch(url, part, progress) and expect.of(part) != expect.hex:
+        # The server refused our range (416) and the .part is not the file (stale, or longer
+        # than the file): throw it away and download from the start.
+        part.unlink()
+        _fetch(url, part, progress)
+    got = expect.of(part)
+    if got != expect.hex:
         part.unlink(missing_ok=True)
-        raise DainrtError(
-            f"SHA-256 mismatch for {url}: expected {sha256}, got {got}; the download was deleted"
-        )
+        raise DainrtError(f"{expect.name} mismatch for {url}: expected {expect.hex}, got {got}; "
+                          f"the download was deleted")
     os.replace(part, out)
     return out
 
 
-def _fetch(url: str, part: Path, progress: bool) -> str | None:
-    """Complete `part` from `url` (resuming it if present); return the sha256 of the whole file.
+def download_official(url: str = OFFICIAL_URL, blob_id: str = OFFICIAL_BLOB_ID, progress: bool = True) -> Path:
+    """The official checkpoint into the weights cache, where every command finds it.
 
-    None when the server answers 416 to our range request (nothing to append).
+    Downloaded (resumable) beside its final place, checked by its git blob id, then by the strict
+    key and shape check of `model.checkpoint`; only then moved to `cached_weights_path()`, with
+    its SHA-256 recorded in `best.pth.sha256` beside it (`weights verify` compares both).
     """
+    from .checkpoint import load_checkpoint, verify_state_dict
+
+    final = cached_weights_path()
+    staging = final.with_name(f".official-{final.name}")
+    download(url, None, staging, progress, blob_id=blob_id)
+    try:
+        state_dict, config = load_checkpoint(staging)
+        report = verify_state_dict(state_dict, config)
+        if not report.ok:
+            raise DainrtError(f"{url} has the expected git blob id but is not a DAIN checkpoint: {report.summary()}")
+    except DainrtError:
+        staging.unlink(missing_ok=True)     # never leave a file that failed the check where it could be used
+        raise
+    sha256 = sha256_file(staging)
+    try:
+        atomic_write(sha256_record(final), f"{sha256}  {final.name}\n")
+        os.replace(staging, final)
+    except OSError as err:
+        raise DainrtError(f"cannot write {final}: {err.strerror or err}") from None
+    return final
+
+
+def sha256_record(path: Path) -> Path:
+    """`best.pth` -> `best.pth.sha256`, the SHA-256 recorded when the file was downloaded."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _fetch(url: str, part: Path, progress: bool) -> bool:
+    """Complete `part` from `url` (resuming it if present). False when the server answers 416 to
+    our range request (nothing to append), True otherwise."""
     from tqdm import tqdm
 
     from dainrt.base import __version__
@@ -138,7 +203,7 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:
-            return None
+            return False
         raise DainrtError(f"download failed: HTTP {err.code} {err.reason} for {url}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         reason = getattr(err, "reason", None) or str(err) or type(err).__name__
@@ -148,15 +213,10 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
         start = _resume_start(response, offset, part)
         length = response.headers.get("Content-Length")
         total = start + int(length) if length and length.isdigit() else None
-        h = hashlib.sha256()
         try:
             with open(part, "r+b" if start else "wb") as f:
-                if start:
-                    # Hash the bytes we already have, then append after them.
-                    for block in iter(lambda: f.read(CHUNK), b""):
-                        h.update(block)
-                    f.seek(start)
-                    f.truncate()
+                f.seek(start)
+                f.truncate()
                 bar = tqdm(
                     total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                     desc=part.name.removesuffix(".part"), disable=not (progress and sys.stderr.isatty()),
@@ -164,7 +224,6 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
                 with bar:
                     while block := response.read(CHUNK):
                         f.write(block)
-                        h.update(block)
                         bar.update(len(block))
                 f.flush()
                 os.fsync(f.fileno())
@@ -174,7 +233,7 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
             raise DainrtError(f"download interrupted: {getattr(err, 'strerror', None) or err}{kept}") from None
     if total is not None and size != total:
         raise DainrtError(f"download incomplete: got {size} of {total} bytes from {url}{kept}")
-    return h.hexdigest()
+    return True
 
 
 def _resume_start(response, offset: int, part: Path) -> int:

@@ -20,6 +20,7 @@ import torch
 from dainrt.model.checkpoint import load_checkpoint, save_checkpoint
 from dainrt.cli import main
 from dainrt.base.errors import DainrtError
+from dainrt.model import ModelConfig
 from dainrt.model.weights import BUNDLED_WEIGHTS, cache_dir, download, resolve_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +58,9 @@ def test_init_then_verify(small_ckpt, capsys):
     sd, config = load_checkpoint(small_ckpt)
     assert config.width == 0.25 and len(sd) == 954
     assert main(["weights", "verify", str(small_ckpt)]) == 0
-    out = capsys.readouterr().out
-    assert out.strip() == f"OK: {SMALL_PARAMS} parameters, width 0.25"
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"OK: {SMALL_PARAMS} parameters, width 0.25"
+    assert out[0] == f"sha256: {hashlib.sha256(small_ckpt.read_bytes()).hexdigest()}" and out[1].startswith("git blob id: ")
 
 
 def test_init_prints_path_and_count(tmp_path, capsys):
@@ -302,3 +304,92 @@ def test_cli_download_to_cache_then_resolve(server, tmp_path, monkeypatch, capsy
     assert main(["weights", "download", "--url", server.url, "--sha256", "2" * 64, "-o", str(tmp_path / "x.pth")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "SHA-256 mismatch" in err and not (tmp_path / "x.pth").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The official checkpoint: git blob id, strict check, into the cache (a loopback mirror)
+
+
+def test_git_blob_id_is_what_git_computes(tmp_path):
+    from dainrt.model.weights import git_blob_id
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(random.Random(1).randbytes(70_000))
+    git = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_blob_id(f) == git
+    (tmp_path / "empty").write_bytes(b"")
+    assert git_blob_id(tmp_path / "empty") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"   # git's empty blob
+
+
+@pytest.fixture
+def official_server(server, tmp_path_factory):
+    """The loopback server serving a real (small, width 0.25) dainrt checkpoint, with its blob id."""
+    from dainrt.model.checkpoint import save_checkpoint, synthetic_state_dict
+    from dainrt.model.weights import git_blob_id
+
+    config = ModelConfig(width=0.25)
+    path = save_checkpoint(synthetic_state_dict(config, seed=5), config, tmp_path_factory.mktemp("src") / "best.pth")
+    server.payload = path.read_bytes()
+    server.blob_id = git_blob_id(path)
+    return server
+
+
+def _official(server, *extra):
+    return main(["weights", "download", "--official", "--mirror", server.url, "--blob-id", server.blob_id,
+                 "--no-progress", *extra])
+
+
+def test_official_download_lands_in_the_cache_with_its_sha256(official_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DAINRT_WEIGHTS", raising=False)
+    assert _official(official_server) == 0
+    cached = tmp_path / "cache" / "weights" / "best.pth"
+    assert capsys.readouterr().out.strip() == str(cached)
+    assert cached.read_bytes() == official_server.payload
+    sha = hashlib.sha256(official_server.payload).hexdigest()
+    assert (tmp_path / "cache" / "weights" / "best.pth.sha256").read_text() == f"{sha}  best.pth\n"
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["best.pth", "best.pth.sha256"]
+    assert resolve_weights(None) == cached                       # every command finds it
+
+    assert main(["weights", "verify", str(cached)]) == 0
+    out = capsys.readouterr().out
+    assert f"sha256: {sha}" in out and f"git blob id: {official_server.blob_id}" in out
+    assert "sha256 matches best.pth.sha256" in out
+    changed = bytearray(official_server.payload)
+    changed[len(changed) // 2] ^= 0xFF
+    cached.write_bytes(bytes(changed))                           # changed after the download
+    assert main(["weights", "verify", str(cached)]) == 1
+    assert "has changed since it was downloaded" in capsys.readouterr().err
+
+
+def test_official_download_wrong_file_leaves_nothing(official_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "cache"))
+    wrong = "1" * 40
+    assert main(["weights", "download", "--official", "--mirror", official_server.url, "--blob-id", wrong,
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "git blob id mismatch" in err and wrong in err and official_server.blob_id in err
+    assert list((tmp_path / "cache" / "weights").iterdir()) == []
+
+
+def test_official_download_not_a_checkpoint_leaves_nothing(official_server, tmp_path, monkeypatch, capsys):
+    from dainrt.model.weights import git_blob_id
+
+    monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "cache"))
+    official_server.payload = b"not a checkpoint at all" * 100
+    (tmp_path / "f").write_bytes(official_server.payload)
+    official_server.blob_id = git_blob_id(tmp_path / "f")
+    assert _official(official_server) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert list((tmp_path / "cache" / "weights").iterdir()) == []
+
+
+def test_official_download_resumes(official_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAINRT_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "cache" / "weights"
+    weights.mkdir(parents=True)
+    half = len(official_server.payload) // 2
+    (weights / ".official-best.pth.part").write_bytes(official_server.payload[:half])
+    assert _official(official_server) == 0
+    assert official_server.ranges == [f"bytes={half}-"]
+    assert (weights / "best.pth").read_bytes() == official_server.payload

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from dainrt.base.errors import DainrtError
+from dainrt.model.weights import OFFICIAL_BLOB_ID
 
 SHOWN = 10   # offending keys listed per kind in a failed verify
 
@@ -33,14 +34,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = actions.add_parser(
         "download",
-        help="download a checkpoint with resume and a SHA-256 check",
+        help="download the official checkpoint (--official), or any checkpoint, with resume and a digest check",
         description="Download a checkpoint over HTTP(S). An interrupted download is resumed by running "
-        "the same command again; the file appears under its final name only when its SHA-256 matches.",
+        "the same command again; the file appears under its final name only when its digest matches. "
+        "--official fetches the official DAIN best.pth from its copy in the BurguerJohn/Dain-App "
+        "repository, checks it by its git blob id (SHA-1 of 'blob <size>\\0' and the bytes, what "
+        "`git hash-object` prints), then by the strict key and shape check, and puts it in the weights "
+        "cache with its SHA-256 recorded beside it.",
     )
-    d.add_argument("--url", required=True, help="http:// or https:// address of the checkpoint")
-    d.add_argument("--sha256", required=True, metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
+    source = d.add_mutually_exclusive_group(required=True)
+    source.add_argument("--official", action="store_true",
+                        help=f"the official checkpoint (git blob {OFFICIAL_BLOB_ID[:12]}...) into the weights cache")
+    source.add_argument("--url", help="http:// or https:// address of a checkpoint")
+    d.add_argument("--mirror", metavar="URL", help="with --official: fetch it from this address instead")
+    digest = d.add_mutually_exclusive_group()
+    digest.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
+    digest.add_argument("--blob-id", metavar="HEX", help="expected git blob id of the file (40 hex digits)")
     d.add_argument("-o", "--output", type=Path, metavar="PATH",
-                   help="where to save it (default: <cache>/weights/best.pth, which is found automatically)")
+                   help="with --url: where to save it (default: <cache>/weights/best.pth, which is found automatically)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=run_download)
 
@@ -59,8 +70,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from dainrt.base.files import sha256_file
     from dainrt.model.checkpoint import load_checkpoint, verify_state_dict
+    from dainrt.model.weights import git_blob_id, sha256_record
 
+    if args.path.is_file():          # else load_checkpoint says what is wrong with the path
+        sha256, blob_id = sha256_file(args.path), git_blob_id(args.path)
+        print(f"sha256: {sha256}")
+        print(f"git blob id: {blob_id}" + (" (the official checkpoint)" if blob_id == OFFICIAL_BLOB_ID else ""))
+        record = sha256_record(args.path)
+        if record.is_file():
+            recorded = (record.read_text().split() or [""])[0]
+            if recorded != sha256:
+                print(f"dainrt: error: {args.path} has changed since it was downloaded: its SHA-256 is {sha256}, "
+                      f"{record.name} records {recorded}", file=sys.stderr)
+                return 1
+            print(f"sha256 matches {record.name}")
     state_dict, config = load_checkpoint(args.path)
     report = verify_state_dict(state_dict, config)
     for note in report.notes:
@@ -97,10 +122,21 @@ def _print_keys(title: str, items: list[str]) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from dainrt.model.weights import cached_weights_path, download
+    from dainrt.model.weights import OFFICIAL_URL, cached_weights_path, download, download_official
 
-    out = args.output if args.output is not None else cached_weights_path()
-    path = download(args.url, args.sha256, out, progress=not args.no_progress)
+    if args.official:
+        if args.output is not None or args.sha256 is not None:
+            raise DainrtError("--official goes to the weights cache and is checked by its git blob id: "
+                              "drop -o/--sha256 (--blob-id and --mirror may change the source)")
+        path = download_official(args.mirror or OFFICIAL_URL, args.blob_id or OFFICIAL_BLOB_ID,
+                                 progress=not args.no_progress)
+    else:
+        if args.mirror is not None:
+            raise DainrtError("--mirror goes with --official; with --url the address is the source")
+        if args.sha256 is None and args.blob_id is None:
+            raise DainrtError("--url needs the file's expected digest: --sha256 HEX or --blob-id HEX")
+        out = args.output if args.output is not None else cached_weights_path()
+        path = download(args.url, args.sha256, out, progress=not args.no_progress, blob_id=args.blob_id)
     print(path)
     return 0
 
