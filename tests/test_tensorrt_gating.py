@@ -165,8 +165,7 @@ def _register_on_standin(monkeypatch) -> dict:
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
     monkeypatch.setattr(plugins, "_REGISTERED", False)
-    monkeypatch.setattr(plugins, "current_sm", lambda: 86)
-    plugins.register_plugins()
+    plugins.register_plugins(arch=86)
     return trtp.registry
 
 

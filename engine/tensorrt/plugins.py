@@ -70,9 +70,10 @@ def compiled_kernel(kernel: str, arch: Optional[int] = None):
     return _COMPILED[(kernel, arch)]
 
 
-def register_plugins() -> None:
+def register_plugins(arch: Optional[int] = None) -> None:
     """Register `dain::DepthFlowProjection` and `dain::AdaptiveWarp` with TensorRT's plugin
-    registry (idempotent). Needs tensorrt >= 10.9 (AOT QDP) and triton."""
+    registry (idempotent). `arch`: the SM the AOT kernel is compiled for (e.g. 90), default the
+    current GPU's, read when an engine is built. Needs tensorrt >= 10.9 (AOT QDP) and triton."""
     global _REGISTERED
     if _REGISTERED:
         return
@@ -117,7 +118,7 @@ def register_plugins() -> None:
     @trtp.aot_impl(f"{NAMESPACE}::{AW_OP}")
     def _aw_aot(image: trtp.TensorDesc, flow: trtp.TensorDesc, kernel: trtp.TensorDesc,
                 outputs: Tuple[trtp.TensorDesc], tactic: int):
-        ck = compiled_kernel("adaptive_warp_kernel")
+        ck = compiled_kernel("adaptive_warp_kernel", arch)
         B, C, H, W = (image.shape_expr[i] for i in range(4))
         params = trtp.KernelLaunchParams()
         params.grid_x = trtp.cdiv(H * W, aw_kernels.BLOCK)
