@@ -6,7 +6,7 @@ of `dainrt.base.images.PEAK`), `quantize` the one conversion out: clamp to [0, 1
 peak, round half to even (as `dainrt.base.images.to_dtype`).
 
 On CUDA, uploads run on their own stream from pinned host memory (issued by the decode thread,
-ahead of use; the integers travel, the conversion runs on the device), downloads on another
+ahead of use; 8-bit pictures travel as bytes and are converted on the device), downloads on another
 stream into pinned buffers (waited for by the encode thread), so copies overlap the compute
 stream. The compute stream waits on an upload's event before it reads the frame, and the
 download stream on a compute event before it copies a result.
@@ -86,6 +86,9 @@ class Transfers:
         """Decode thread: start copying `image` to the device (CPU: returned as it is)."""
         if not self.cuda:
             return image
+        if image.dtype == np.uint16:
+            # CUDA kernels for uint16 tensors are few: 16-bit pictures travel as [0,1] floats.
+            image = image.astype(np.float32) / peak_of(image.dtype)
         host = torch.from_numpy(np.ascontiguousarray(image)).pin_memory()
         with torch.cuda.stream(self.upload_stream):
             dev = host.to(self.device, non_blocking=True)
