@@ -34,6 +34,9 @@ from .timing import Timeline
 
 QUEUE_FRAMES = 8
 DEFAULT_SEQUENCE_RATE = Fraction(24)
+# Up to this many frames with a missing or repeated timestamp are skipped (with a warning); more,
+# and the file's timestamps are rebuilt from the frame order and the stream's nominal rate.
+FEW_BROKEN = 2
 _PATTERN = re.compile(r"%0?\d*d")
 _END = object()
 
@@ -72,6 +75,7 @@ class InputInfo:
     pts: list[int]
     declared_duration: Fraction | None
     other_streams: list[tuple[int, str, str]] = field(default_factory=list)   # (index, type, codec)
+    rebuilt_timestamps: bool = False    # pts[i] is frame i's rebuilt timestamp, not the file's
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -149,25 +153,31 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
             if r:
                 rate_hint = Fraction(r)
                 break
-        pts: list[int] = []
+        raw: list[int | None] = []          # each packet's timestamp, in file order
         last_duration = None
-        ticks = max(1, round(1 / (rate_hint * tb))) if rate_hint else 1
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
-                p = packet.pts if packet.pts is not None else packet.dts
-                if p is None:
-                    p = (pts[-1] + ticks) if pts else 0
-                pts.append(p)
+                raw.append(packet.pts if packet.pts is not None else packet.dts)
                 last_duration = packet.duration
         except av.error.FFmpegError as err:
             raise DainrtError(
-                f"cannot read {path}: damaged after {len(pts)} frames ({_av_message(err)})"
+                f"cannot read {path}: damaged after {len(raw)} frames ({_av_message(err)})"
             ) from None
-        pts = sorted(set(pts))
-        if not pts:
+        if not raw:
             raise DainrtError(f"{path} holds no video frames")
+        present = [p for p in raw if p is not None]
+        broken = len(raw) - len(set(present))            # missing, or repeating another frame's
+        rebuilt = broken > FEW_BROKEN
+        if rebuilt:
+            if rate_hint is None:
+                raise DainrtError(f"{path}: {broken} of {len(raw)} frames have missing or repeated timestamps, "
+                                  "and the stream states no frame rate to rebuild them from")
+            # As ffmpeg's genpts: frame i at i / rate, in the stream's time base (rounded as a muxer does).
+            pts = [round(i / (rate_hint * tb)) for i in range(len(raw))]
+        else:
+            pts = sorted(set(present)) or [0]
         declared = _declared_duration(container, stream)
         other = [(s.index, s.type, s.codec_context.name if s.codec_context else "?")
                  for s in container.streams if s.index != stream.index]
@@ -201,8 +211,11 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
         width=first.width, height=first.height, pix_fmt=fmt.name, bits=bits, is_rgb=fmt.is_rgb,
         has_alpha=has_alpha, color_range=int(first.color_range), colorspace=int(first.colorspace),
         color_primaries=int(first.color_primaries), color_trc=int(first.color_trc),
-        timeline=timeline, pts=pts, declared_duration=declared, other_streams=other,
+        timeline=timeline, pts=pts, declared_duration=declared, other_streams=other, rebuilt_timestamps=rebuilt,
     )
+    if rebuilt:
+        info.notes.append(f"{broken} of {len(raw)} frames have missing or repeated timestamps: all were rebuilt from "
+                          f"the frame order at {float(rate_hint):g} fps")
     if has_alpha:
         info.notes.append(f"the input has an alpha channel ({fmt.name}); it is dropped: dainrt interpolates RGB")
     return info
@@ -312,7 +325,8 @@ class Decoder:
             container = open_input(info.path, info.sequence_rate)
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            if self.start_pts is not None and self.start_pts > info.pts[0]:
+            # Rebuilt timestamps are not the file's: a resumed run decodes from the start instead of seeking.
+            if self.start_pts is not None and self.start_pts > info.pts[0] and not info.rebuilt_timestamps:
                 try:
                     container.seek(self.start_pts, stream=stream, backward=True, any_frame=False)
                 except av.error.FFmpegError:
@@ -324,9 +338,12 @@ class Decoder:
             for frame in container.decode(stream):
                 if self.stop.is_set():
                     return
-                pts = frame.pts
-                if pts is None:
-                    pts = info.pts[min(n, len(info.pts) - 1)]
+                if info.rebuilt_timestamps:                 # the n-th frame out has the n-th rebuilt time
+                    if n >= len(info.pts):
+                        break
+                    pts = info.pts[n]
+                else:
+                    pts = frame.pts if frame.pts is not None else info.pts[min(n, len(info.pts) - 1)]
                 n += 1
                 if pts > limit_pts:
                     break                                   # --max-frames
