@@ -67,7 +67,14 @@ def kill_and_resume(kills: int, frames: int, seed: int, segment_frames: int = 6,
         subprocess.run(_command(clip, reference, weights, segment_frames), env=env, check=True,
                        capture_output=True)
         uninterrupted_s = time.perf_counter() - start
-        log(f"uninterrupted run: {uninterrupted_s:.1f} s")
+        start = time.perf_counter()
+        subprocess.run(_command(clip, tmp / "plan.mkv", weights, segment_frames) + ["--dry-run"], env=env, check=True,
+                       capture_output=True)
+        startup_s = time.perf_counter() - start           # imports, probe and plan: no progress is made
+        log(f"uninterrupted run: {uninterrupted_s:.1f} s (start-up about {startup_s:.1f} s)")
+        # Kill moments: after the start-up, plus a random share of the work, sized so that `kills`
+        # processes do about 80 % of the film between them and the chain is not over too early.
+        work_s = max(1.0, uninterrupted_s - startup_s) / kills
 
         out = tmp / "killed.mkv"
         delays, attempts = [], 0
@@ -76,7 +83,7 @@ def kill_and_resume(kills: int, frames: int, seed: int, segment_frames: int = 6,
             cmd = _command(clip, out, weights, segment_frames) + (["--resume"] if attempts > 1 else [])
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if len(delays) < kills:
-                delay = rng.uniform(1.0, max(2.0, uninterrupted_s * 0.6))
+                delay = rng.uniform(0.5 * startup_s, startup_s + 1.6 * work_s)
                 try:
                     proc.wait(timeout=delay)
                 except subprocess.TimeoutExpired:
@@ -92,6 +99,8 @@ def kill_and_resume(kills: int, frames: int, seed: int, segment_frames: int = 6,
                 raise RuntimeError(f"dainrt run exited {proc.returncode} on attempt {attempts}: {err.strip()[-500:]}")
         a, b = _contents(reference), _contents(out)
         same = {k: a[k] == b[k] for k in a}
+        if len(delays) < kills:
+            log(f"the run finished after {len(delays)} of {kills} kills (a longer --frames makes more room)")
         return {"frames_in": frames, "frames_out": len(a["video"]), "audio_packets": len(a["audio"]),
                 "kills": len(delays), "kill_delays_s": delays, "processes": attempts,
                 "uninterrupted_s": round(uninterrupted_s, 1), "identical": same}
