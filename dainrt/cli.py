@@ -10,10 +10,18 @@ from dainrt.base.errors import DainrtError, OptionError
 COMMANDS = ["interpolate", "weights", "train", "eval", "bench", "build_engine", "engines", "export", "run", "compare"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (`dainrt run: error: ...; see dainrt run --help`),
+    like every other dainrt error. Sub-command parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dainrt",
         description="DAIN video frame interpolation: in-between frames for stop-motion and low-frame-rate footage.",
     )

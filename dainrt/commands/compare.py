@@ -17,12 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="SIDE_BY_SIDE", help="clip to write (.mp4, .mkv, ...)")
     p.add_argument("--slow", type=int, default=1, metavar="N", help="play N times slower (default 1)")
     p.add_argument("--input-fps", metavar="RATE", help="frame rate of a picture-sequence INPUT (default 24)")
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace an existing SIDE_BY_SIDE (never INPUT or OUTPUT)")
     p.add_argument("--no-labels", action="store_true", help="do not write 'original' / 'dainrt' on the pictures")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dainrt.base.errors import DainrtError
+    from dainrt.base.errors import OptionError
     from dainrt.runtime import compare, parse_rate
 
     rate = None
@@ -30,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             rate = parse_rate(args.input_fps)
         except ValueError as err:
-            raise DainrtError(str(err)) from None
+            raise OptionError("input_fps", str(err)) from None
     result = compare(args.original, args.interpolated, args.output, slow=args.slow, labels=not args.no_labels,
-                     input_fps=rate)
+                     input_fps=rate, overwrite=args.overwrite)
     print(f"dainrt: wrote {args.output}: {result['frames']} frames, {result['duration']:.3f} s")
     return 0
