@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import sha256_file
+from dainrt.base.outputs import check_outputs
 from dainrt.base.paths import cache_dir
 
 ENV_WEIGHTS = "DAINRT_WEIGHTS"
@@ -81,7 +82,7 @@ def check_sha256(sha256: str) -> str:
     return sha256.strip().lower()
 
 
-def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = True) -> Path:
+def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = True, overwrite: bool = False) -> Path:
     """Fetch `url` to `out` over HTTP(S), resumable, and check its SHA-256; returns `out`.
 
     Bytes go to `out + ".part"`. An existing .part is resumed with `Range: bytes=N-` (206: append;
@@ -94,6 +95,8 @@ def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = Tru
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DainrtError(f"only http:// and https:// URLs can be downloaded, got {url!r}")
     out = Path(out).expanduser()
+    if out.is_dir():
+        raise OptionError("out", f"{out} is a folder; give the file name, e.g. {out / 'best.pth'}")
     part = out.with_name(out.name + ".part")
     try:
         if out.is_file() and sha256_file(out) == sha256:
@@ -101,6 +104,9 @@ def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = Tru
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DainrtError(f"cannot use {out}: {err.strerror or err}") from None
+    # An existing file of another digest is replaced only with `overwrite`; checked (with the
+    # folder's write permission) before anything is fetched.
+    check_outputs([("out", out)], overwrite=overwrite)
 
     got = _fetch(url, part, progress)
     if got is None:
@@ -133,7 +139,15 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
     request = urllib.request.Request(url, headers={"User-Agent": f"dainrt/{__version__}"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
-    kept = f"; the partial download {part} is kept: run the same command again to resume"
+    def kept() -> str:
+        """What to say about the .part after a failure: kept only if it holds something."""
+        try:
+            if part.is_file() and part.stat().st_size > 0:
+                return f"; the partial download {part} is kept: run the same command again to resume"
+        except OSError:
+            pass
+        return ""
+
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as err:
@@ -142,7 +156,7 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
         raise DainrtError(f"download failed: HTTP {err.code} {err.reason} for {url}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         reason = getattr(err, "reason", None) or str(err) or type(err).__name__
-        raise DainrtError(f"download failed: cannot reach {url} ({reason})" + (kept if offset else "")) from None
+        raise DainrtError(f"download failed: cannot reach {url} ({reason})" + (kept() if offset else "")) from None
 
     with response:
         start = _resume_start(response, offset, part)
@@ -171,9 +185,9 @@ def _fetch(url: str, part: Path, progress: bool) -> str | None:
                 size = f.tell()
         except (OSError, http.client.HTTPException) as err:
             # A socket error mid-stream (timeout, reset) or a full disk: keep what we have.
-            raise DainrtError(f"download interrupted: {getattr(err, 'strerror', None) or err}{kept}") from None
+            raise DainrtError(f"download interrupted: {getattr(err, 'strerror', None) or err}{kept()}") from None
     if total is not None and size != total:
-        raise DainrtError(f"download incomplete: got {size} of {total} bytes from {url}{kept}")
+        raise DainrtError(f"download incomplete: got {size} of {total} bytes from {url}{kept()}")
     return h.hexdigest()
 
 

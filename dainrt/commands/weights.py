@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dainrt.base.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
+
+from . import _args as A
 
 SHOWN = 10   # offending keys listed per kind in a failed verify
 
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of its width: every float key present with the right shape, no unexpected keys. Prints "
         "'OK: N parameters, width W' and exits 0, or lists the offending keys and exits 1.",
     )
-    v.add_argument("path", type=Path, metavar="PATH", help="checkpoint file (.pth)")
+    v.add_argument("path", type=A.path, metavar="PATH", help="checkpoint file (.pth)")
     v.set_defaults(func=run_verify)
 
     d = actions.add_parser(
@@ -37,10 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Download a checkpoint over HTTP(S). An interrupted download is resumed by running "
         "the same command again; the file appears under its final name only when its SHA-256 matches.",
     )
-    d.add_argument("--url", required=True, help="http:// or https:// address of the checkpoint")
-    d.add_argument("--sha256", required=True, metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
-    d.add_argument("-o", "--output", type=Path, metavar="PATH",
+    d.add_argument("--url", type=A.text, required=True, help="http:// or https:// address of the checkpoint")
+    d.add_argument("--sha256", type=A.text, required=True, metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
+    d.add_argument("-o", "--output", type=A.path, metavar="PATH",
                    help="where to save it (default: <cache>/weights/best.pth, which is found automatically)")
+    A.add_overwrite(d, "a file of another SHA-256 at PATH")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=run_download)
 
@@ -51,10 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "width. Width 1 with seed 0 is the golden test checkpoint. The pictures it makes are "
         "meaningless blurs: use it for tests, benchmarks and engine builds only.",
     )
-    i.add_argument("--width", type=float, default=1.0, metavar="W",
+    i.add_argument("--width", type=A.float_range(0, 1, lo_open=True), default=1.0, metavar="W",
                    help="channel width multiplier in (0, 1]; 1 is the official network (default 1)")
-    i.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, 0 <= N < 2**32 (default 0)")
-    i.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="checkpoint file to write")
+    i.add_argument("--seed", type=A.int_range(0, 2**32 - 1), default=0, metavar="N", help="random seed, 0 <= N < 2**32 (default 0)")
+    i.add_argument("-o", "--output", type=A.path, required=True, metavar="PATH", help="checkpoint file to write")
+    A.add_overwrite(i, "PATH")
     i.set_defaults(func=run_init)
 
 
@@ -100,7 +104,10 @@ def run_download(args: argparse.Namespace) -> int:
     from dainrt.model.weights import cached_weights_path, download
 
     out = args.output if args.output is not None else cached_weights_path()
-    path = download(args.url, args.sha256, out, progress=not args.no_progress)
+    try:
+        path = download(args.url, args.sha256, out, progress=not args.no_progress, overwrite=args.overwrite)
+    except OptionError as err:
+        raise (OptionError("output", err.problem) if err.option == "out" else err) from None
     print(path)
     return 0
 
@@ -115,6 +122,9 @@ def run_init(args: argparse.Namespace) -> int:
         raise DainrtError(f"--width: {err}") from None
     if not 0 <= args.seed < 2**32:
         raise DainrtError(f"--seed must be in [0, 2**32), got {args.seed}")
+    from dainrt.base.outputs import check_outputs
+
+    check_outputs([("output", args.output)], overwrite=args.overwrite)
     state_dict = synthetic_state_dict(config, seed=args.seed)
     path = save_checkpoint(state_dict, config, args.output)
     count = verify_state_dict(state_dict, config).param_count
