@@ -60,7 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Check the machine first: a missing GPU or TensorRT is one line, before any slow work.
+    from dainrt.engine.backend import resolve_device
     from dainrt.engine.tensorrt import require_tensorrt
+
+    resolve_device(args.device)          # a bad --device is named as such, before the machine check
 
     require_tensorrt("dainrt build-engine", plugins=not args.no_plugins)
 

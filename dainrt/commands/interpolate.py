@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             raise DainrtError("--onnx-dir only applies to --backend onnxruntime")
         if args.onnx_dir.exists() and not args.onnx_dir.is_dir():
             raise OptionError("onnx_dir", f"{args.onnx_dir} is a file, not a folder")
+        if not args.onnx_dir.exists() and not args.onnx_dir.parent.is_dir():
+            raise OptionError("onnx_dir", f"{args.onnx_dir}: folder {args.onnx_dir.parent} does not exist")
         options["onnx_dir"] = args.onnx_dir
     if args.output.exists() and not args.output.is_dir():
         raise OptionError("output", f"{args.output} is a file; give a folder for the in-between frames")

@@ -103,6 +103,12 @@ def _print_keys(title: str, items: list[str]) -> None:
 def run_download(args: argparse.Namespace) -> int:
     from dainrt.model.weights import cached_weights_path, download
 
+    from dainrt.base.outputs import check_outputs
+
+    if args.output is not None:
+        # a named file's folder must exist (the default cache folder is made); whether the file
+        # itself may be replaced is decided by download() once it knows the file's digest
+        check_outputs([("output", args.output)], overwrite=True)
     out = args.output if args.output is not None else cached_weights_path()
     try:
         path = download(args.url, args.sha256, out, progress=not args.no_progress, overwrite=args.overwrite)
