@@ -18,6 +18,7 @@ Image-sequence output (`out/%05d.png`): one PNG per output frame, numbered from 
 """
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import os
@@ -56,10 +57,11 @@ RESUME_HINT = " (free some space, then run the same command with --resume)"
 FRESH_HINT = " (free some space, then run the same command again)"
 
 
-def write_error(path: os.PathLike | str, err: BaseException) -> DainrtError:
-    """A one-line DainrtError for a failed write (disk full, permissions, ...)."""
+def write_error(path: os.PathLike | str, err: BaseException, kept: bool = True) -> DainrtError:
+    """A one-line DainrtError for a failed write (disk full, permissions, ...); `kept`: whether
+    finished work remains for --resume."""
     text = getattr(err, "strerror", None) or _av_message(err)
-    hint = RESUME_HINT if "space" in str(text).lower() or \
+    hint = (RESUME_HINT if kept else FRESH_HINT) if "space" in str(text).lower() or \
         getattr(err, "errno", None) in (28, 27) else ""
     return DainrtError(f"cannot write {path}: {text}{hint}")
 
@@ -555,8 +557,9 @@ def check_output(path: Path, settings: VideoSettings, info: InputInfo, scratch: 
                     out.close()
                 except Exception:  # noqa: BLE001
                     pass
-                if isinstance(err, OSError) and not isinstance(err, av.error.FFmpegError):
-                    raise write_error(path, err) from None
+                if isinstance(err, OSError) and (not isinstance(err, av.error.FFmpegError)
+                                                 or err.errno in (errno.ENOSPC, errno.EFBIG, errno.EACCES, errno.EROFS)):
+                    raise write_error(path, err, kept=False) from None
                 if not with_copies:
                     raise DainrtError(
                         f"{path}: {settings.codec} ({settings.pix_fmt}) cannot be written in a {ext} file "
