@@ -55,12 +55,14 @@ def pattern_matches(pattern: str | os.PathLike) -> list[Path]:
 
 def check_outputs(outputs: Iterable[tuple[str | None, str | os.PathLike | None]],
                   inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False,
-                  patterns: Iterable[str | None] = ()) -> None:
+                  patterns: Iterable[str | None] = (), make_folders: bool = False) -> None:
     """Refuse, in one line, to start a command that would lose a file.
 
     `outputs`: (option, path) pairs, paths of files to write (None: not written); `inputs`: the
     files the command reads; `patterns`: the options among `outputs` whose path is a picture
-    pattern (checked by the files it matches and its folder's parent).
+    pattern (checked by the files it matches and its folder's parent). With `make_folders` (the
+    command creates missing folders) a missing folder is fine when its nearest existing
+    ancestor is a writable folder.
     """
     inputs = [Path(p) for p in inputs if p not in (None, "")]
     patterns = set(patterns)
@@ -87,9 +89,18 @@ def check_outputs(outputs: Iterable[tuple[str | None, str | os.PathLike | None]]
                 raise _error(option, f"{path} is also {also}; give each output its own name")
         seen.append((option, path))
         folder = path.parent.parent if is_pattern else path.parent
+        if make_folders:
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise _error(option, f"{path}: {folder} is a file, not a folder")
+        if folder.exists() and not folder.is_dir():
+            raise _error(option, f"{path}: {folder} is a file, not a folder")
         if not folder.is_dir():
             raise _error(option, f"{path}: folder {folder} does not exist")
         writable_folder = path.parent if is_pattern and path.parent.is_dir() else folder
+        if path.exists() and not overwrite and not is_pattern:
+            raise _error(option, f"{path} exists; {OVERWRITE_HINT}")
         if not os.access(writable_folder, os.W_OK | os.X_OK):
             raise _error(option, f"{path}: folder {writable_folder} is not writable")
         if overwrite:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from dainrt.base.errors import DainrtError, OptionError
@@ -11,11 +12,15 @@ COMMANDS = ["interpolate", "weights", "train", "eval", "bench", "build_engine", 
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its usage errors in one line (`dainrt run: error: ...; see dainrt run --help`),
-    like every other dainrt error. Sub-command parsers are of the same class."""
+    """argparse with its usage errors in one line, like every other dainrt error:
+    `dainrt: error: --factor must be 2 or more, got 1 (see dainrt interpolate --help)`.
+    Sub-command parsers are of the same class."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        m = re.fullmatch(r"argument ([^:]+): (.*)", message, re.S)
+        if m:                                   # "argument --factor/-f: problem" -> "--factor problem"
+            message = f"{m.group(1).split('/')[-1]} {m.group(2)}"
+        self.exit(2, f"dainrt: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

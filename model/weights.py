@@ -106,7 +106,7 @@ def download(url: str, sha256: str, out: str | os.PathLike, progress: bool = Tru
         raise DainrtError(f"cannot use {out}: {err.strerror or err}") from None
     # An existing file of another digest is replaced only with `overwrite`; checked (with the
     # folder's write permission) before anything is fetched.
-    check_outputs([("out", out)], overwrite=overwrite)
+    check_outputs([("out", out)], overwrite=overwrite, make_folders=True)
 
     got = _fetch(url, part, progress)
     if got is None:

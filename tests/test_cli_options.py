@@ -133,7 +133,7 @@ def _bad_values(command: str, action, w: Path) -> dict[str, str]:
         "text": {"wrong type": "abc", "out of range": "-1", "empty": ""},
         "in_file": {"wrong type": str(w / "afolder"), "out of range": str(w / "missing.pth"), "empty": ""},
         "in_folder": {"wrong type": str(w / "afile"), "out of range": str(w / "missing"), "empty": ""},
-        "out_file": {"wrong type": str(w / "afolder"), "out of range": str(w / "missing" / "x.json"), "empty": ""},
+        "out_file": {"wrong type": str(w / "afolder"), "out of range": str(w / "afile" / "x.json"), "empty": ""},
         "out_folder": {"wrong type": str(w / "afile"), "out of range": str(w / "afile" / "sub"), "empty": ""},
     }[kind]
 

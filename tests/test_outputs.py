@@ -191,18 +191,35 @@ def test_9_an_existing_file_with_percent_in_its_name_is_a_file(work, capsys):
     _err(capsys, rc, "cannot read")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_10_read_only_output_folders_are_refused_first(work, capsys):
-    folder, src, out = work
-    ro = folder / "ro"
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may write into: mode 0555, or for root (who ignores modes) a read-only tmpfs."""
+    ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        f = MIDDLEBURY / "RubberWhale"
-        _err(capsys, main(["interpolate", str(f / "frame10.png"), str(f / "frame11.png"), "-o", str(ro)]), "not writable")
-        _err(capsys, main(["compare", str(src), str(out), "-o", str(ro / "c.mp4")]), "not writable")
-    finally:
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
         ro.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("root, and no read-only mount possible here")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_10_read_only_output_folders_are_refused_first(work, read_only_folder, capsys):
+    folder, src, out = work
+    ro = read_only_folder
+    f = MIDDLEBURY / "RubberWhale"
+    _err(capsys, main(["interpolate", str(f / "frame10.png"), str(f / "frame11.png"), "-o", str(ro)]), "not writable")
+    _err(capsys, main(["compare", str(src), str(out), "-o", str(ro / "c.mp4")]), "not writable")
+    _err(capsys, main(["run", str(src), "-o", str(ro / "f.mkv"), *QUICK]), "not writable")
+    # a download there: refused before anything is fetched, and no "partial download kept"
+    line = _err(capsys, main(["weights", "download", "--url", "http://127.0.0.1:9/w.pth", "--sha256", "a" * 64,
+                              "-o", str(ro / "w.pth")]), "not writable")
+    assert "kept" not in line
 
 
 def test_11_eval_ground_truth_of_another_size_fails_before_the_model(tmp_path, capsys):

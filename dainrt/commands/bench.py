@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frame-rate factors, N-1 in-between frames per input pair (default: 2 4)")
     p.add_argument("--backends", type=A.text, nargs="+", action="extend", metavar="NAME",
                    help="backend families: torch onnxruntime tensorrt (default: all; the baseline always runs)")
-    p.add_argument("--json", type=A.path, metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument("--json", type=A.path, metavar="PATH", help="also write the results as JSON to PATH (missing folders are made)")
     A.add_overwrite(p, "the --json file")
     p.add_argument("--weights", type=A.existing_file, metavar="PATH", help="checkpoint to time (default: synthetic official-shape weights)")
     p.add_argument("--width", type=A.float_range(0, 1, lo_open=True), metavar="W", help="width multiplier of the synthetic weights (default 1.0)")
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.base.outputs import check_outputs
     from dainrt.benchmarks.report import format_table, write_json
 
-    check_outputs([("json", args.json)], [args.weights], args.overwrite)
+    check_outputs([("json", args.json)], [args.weights], args.overwrite, make_folders=True)
     report = bench(BenchOptions(
         device=args.device, sizes=args.sizes, factors=args.factors or (2, 4), backends=args.backends,
         weights=args.weights, width=args.width, runs=args.runs, warmup=args.warmup, pairs_dir=args.pairs,

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--url", type=A.text, required=True, help="http:// or https:// address of the checkpoint")
     d.add_argument("--sha256", type=A.text, required=True, metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
     d.add_argument("-o", "--output", type=A.path, metavar="PATH",
-                   help="where to save it (default: <cache>/weights/best.pth, which is found automatically)")
+                   help="where to save it (default: <cache>/weights/best.pth, which is found automatically; "
+                   "missing folders are made)")
     A.add_overwrite(d, "a file of another SHA-256 at PATH")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=run_download)
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--width", type=A.float_range(0, 1, lo_open=True), default=1.0, metavar="W",
                    help="channel width multiplier in (0, 1]; 1 is the official network (default 1)")
     i.add_argument("--seed", type=A.int_range(0, 2**32 - 1), default=0, metavar="N", help="random seed, 0 <= N < 2**32 (default 0)")
-    i.add_argument("-o", "--output", type=A.path, required=True, metavar="PATH", help="checkpoint file to write")
+    i.add_argument("-o", "--output", type=A.path, required=True, metavar="PATH",
+                   help="checkpoint file to write (missing folders are made)")
     A.add_overwrite(i, "PATH")
     i.set_defaults(func=run_init)
 
@@ -108,7 +110,7 @@ def run_download(args: argparse.Namespace) -> int:
     if args.output is not None:
         # a named file's folder must exist (the default cache folder is made); whether the file
         # itself may be replaced is decided by download() once it knows the file's digest
-        check_outputs([("output", args.output)], overwrite=True)
+        check_outputs([("output", args.output)], overwrite=True, make_folders=True)
     out = args.output if args.output is not None else cached_weights_path()
     try:
         path = download(args.url, args.sha256, out, progress=not args.no_progress, overwrite=args.overwrite)
@@ -130,7 +132,7 @@ def run_init(args: argparse.Namespace) -> int:
         raise DainrtError(f"--seed must be in [0, 2**32), got {args.seed}")
     from dainrt.base.outputs import check_outputs
 
-    check_outputs([("output", args.output)], overwrite=args.overwrite)
+    check_outputs([("output", args.output)], overwrite=args.overwrite, make_folders=True)
     state_dict = synthetic_state_dict(config, seed=args.seed)
     path = save_checkpoint(state_dict, config, args.output)
     count = verify_state_dict(state_dict, config).param_count
