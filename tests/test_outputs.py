@@ -251,7 +251,7 @@ def test_train_never_replaces_a_training_without_y_nor_writes_over_init(tmp_path
     out = tmp_path / "run"
     out.mkdir()
     (out / "best.pth").write_bytes(b"earlier")
-    _err(capsys, main(["train", str(out), "--steps", "1"]), "exists", "-y")
+    _err(capsys, main(["train", str(out), "--steps", "1"]), "holds a training (best.pth)", "--resume", "-y")
     _err(capsys, main(["train", str(out), "--steps", "1", "--init", str(out / "best.pth"), "-y"]), "is an input")
     assert (out / "best.pth").read_bytes() == b"earlier"
 

@@ -68,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         # Continuing with --resume rewrites this training's own files; anything else is a new
         # training that replaces an old one only with -y. --init is never one of the outputs.
-        check_outputs([(None, f) for f in files], [args.init], args.overwrite or resuming)
+        found = [f.name for f in files if f.exists()]
+        if found and not (args.overwrite or resuming):
+            raise DainrtError(f"{out} holds a training ({', '.join(found)}): add --resume to continue it, "
+                              f"or -y/--overwrite to start a new one over it")
+        check_outputs([(None, f) for f in files], [args.init], True)
     if args.threads:
         torch.set_num_threads(args.threads)
 
