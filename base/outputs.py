@@ -85,7 +85,7 @@ def check_outputs(outputs: Iterable[tuple[str | None, str | os.PathLike | None]]
                 raise _error(option, f"{path} names the input {src}: writing it would destroy it; choose another name")
         for other, earlier in seen:
             if _same(path, earlier):
-                also = f"the --{other.replace('_', '-')} file" if other else "another output"
+                also = f"the --{other.replace('_', '-')} file" if other and other != option else "another output"
                 raise _error(option, f"{path} is also {also}; give each output its own name")
         seen.append((option, path))
         folder = path.parent.parent if is_pattern else path.parent

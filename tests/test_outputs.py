@@ -323,3 +323,16 @@ def test_15_sigterm_exits_143(work, small_ckpt):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
+
+
+def test_interpolate_never_writes_one_frame_over_another_nor_over_its_inputs(tmp_path, capsys):
+    f = MIDDLEBURY / "RubberWhale"
+    rc = main(["interpolate", str(f / "frame10.png"), str(f / "frame11.png"), "-o", str(tmp_path), "--times", "0.5,0.50001"])
+    _err(capsys, rc, "also another output")
+    # frame1 named as frame0's in-between: -y does not make writing over it right
+    shutil.copy(f / "frame10.png", tmp_path / "a.png")
+    shutil.copy(f / "frame11.png", tmp_path / "a_t0.5000.png")
+    before = _snapshot(tmp_path)
+    rc = main(["interpolate", str(tmp_path / "a.png"), str(tmp_path / "a_t0.5000.png"), "-o", str(tmp_path), "-y"])
+    _err(capsys, rc, "is an input")
+    assert _snapshot(tmp_path) == before
