@@ -3,7 +3,6 @@ line. Each test names the issue item it covers. Small inputs, options that fail 
 work; the few real runs use a 4-frame 64x48 clip and the small test checkpoint."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-
-from dainrt.base.errors import OptionError
 import sys
 import time
-from pathlib import Path
+
+from dainrt.base.errors import OptionError
 
 from . import _args as A
 

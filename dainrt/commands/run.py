@@ -28,13 +28,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     from dainrt.runtime.scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD
 
