@@ -1,4 +1,5 @@
-"""Reading and writing still pictures: 8-bit and 16-bit RGB, with alpha dropped (and said so).
+"""Reading and writing still pictures: 8-bit and 16-bit RGB, with alpha dropped (and said so);
+greyscale is read as RGB (three equal channels, its own depth) and can be written back as grey.
 
 Arrays are HxWx3 RGB: uint8 for 8-bit files, uint16 for 16-bit ones. Pillow reads and writes
 8-bit pictures; it narrows 16-bit RGB to 8 bits, so 16-bit PNGs go through FFmpeg's PNG codec
@@ -29,10 +30,31 @@ def peak_of(dtype) -> float:
     return PEAK[name]
 
 
-def _png_bit_depth(path: Path) -> int | None:
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, None for other files."""
     with open(path, "rb") as f:
-        head = f.read(25)
-    return head[24] if head[:8] == _PNG_SIGNATURE and len(head) == 25 else None
+        head = f.read(26)
+    return (head[24], head[25]) if head[:8] == _PNG_SIGNATURE and len(head) == 26 else None
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    header = _png_header(path)
+    return header[0] if header else None
+
+
+def is_greyscale(path: str | os.PathLike) -> bool:
+    """Whether the picture file holds grey levels only (with or without alpha), of any depth."""
+    path = Path(path)
+    header = _png_header(path)
+    if header is not None:
+        return header[1] in (0, 4)          # PNG colour types 0 (grey) and 4 (grey + alpha)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+    except Exception:  # noqa: BLE001 - read_image reports unreadable files
+        return False
 
 
 def _decode_png16(path: Path) -> np.ndarray:
@@ -50,6 +72,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a picture as HxWx3 RGB (uint8, or uint16 for 16-bit PNGs). Alpha is dropped with a
     warning; greyscale and palette pictures are converted to RGB."""
     path = Path(path)
+    if path.is_dir():
+        raise DainrtError(f"cannot read {path}: it is a folder, not a picture")
     if not path.is_file():
         raise DainrtError(f"cannot read {path}: no such file")
     from PIL import Image, UnidentifiedImageError
@@ -58,7 +82,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as img:
             mode = img.mode
             has_alpha = "A" in img.getbands() or "transparency" in img.info
-            if _png_bit_depth(path) == 16 and mode not in ("I;16", "I;16B", "I"):
+            if _png_bit_depth(path) == 16:
+                # FFmpeg's decoder keeps all 16 bits of RGB and grey (Pillow's RGB conversion of a
+                # 16-bit grey picture clips it to 8 bits: nearly white)
                 array = _decode_png16(path)
             else:
                 array = np.asarray(img.convert("RGB"))
@@ -75,7 +101,8 @@ def to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write HxWx3 uint8 or uint16 RGB as a picture (16-bit only as PNG); atomic (temp + rename)."""
+    """Write HxWx3 RGB or HxW grey, uint8 or uint16, as a picture (16-bit only as PNG); atomic
+    (temp + rename)."""
     path = Path(path)
     if image.dtype == np.uint16 and path.suffix.lower() != ".png":
         raise DainrtError(f"{path}: 16-bit output needs a .png name")
@@ -105,7 +132,9 @@ def _encode_png16(path: Path, image: np.ndarray) -> None:
 
     h, w = image.shape[:2]
     codec = av.CodecContext.create("png", "w")
-    codec.width, codec.height, codec.pix_fmt = w, h, "rgb48be"
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb48le").reformat(format="rgb48be")
+    grey = image.ndim == 2
+    codec.width, codec.height, codec.pix_fmt = w, h, "gray16be" if grey else "rgb48be"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="gray16le" if grey else "rgb48le")
+    frame = frame.reformat(format=codec.pix_fmt)
     packets = codec.encode(frame) + codec.encode(None)
     path.write_bytes(b"".join(bytes(p) for p in packets))

@@ -75,6 +75,7 @@ class RssSampler:
         second = [r for t, r in self.samples if t > end / 2] or first
         early = [r for t, r in self.samples if t <= end / 10] or first
         return {"samples": len(self.samples), "rss_at_10pct_mb": round(early[-1], 1),
+                "rss_at_50pct_mb": round(first[-1], 1), "rss_at_100pct_mb": round(self.samples[-1][1], 1),
                 "peak_first_half_mb": round(max(first), 1), "peak_second_half_mb": round(max(second), 1),
                 "peak_mb": round(max(r for _, r in self.samples), 1)}
 
@@ -118,13 +119,14 @@ def overlap(args, tmp: Path, model) -> dict:
     transfers = Transfers(backend.device, np.uint8)
     runner = Runner(backend)
     with torch.inference_mode():
-        runner.interpolate(-1, frames[0], -2, frames[1], [0.5])          # warm-up (allocations, kernels)
+        runner.interpolate(-1, transfers.image(frames[0]), -2, transfers.image(frames[1]), [0.5])   # warm-up
         runner.clear()
         if backend.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for src, dst, ts in groups:
-            outs = runner.interpolate(src, frames[src], dst, frames[dst], ts)
+            # As the run does: each picture converted for the runner (once per pair here).
+            outs = runner.interpolate(src, transfers.image(frames[src]), dst, transfers.image(frames[dst]), ts)
             for o in outs:
                 p = transfers.download(o)
                 if hasattr(p, "result"):
@@ -203,7 +205,8 @@ def main(argv=None) -> int:
             print(f"memory: {m['clip']} -> {m['output_frames']} frames in {m['segments']} segments, "
                   f"{m['run_wall_s']:.1f} s ({m['run_fps']} frames/s)")
             s = m["rss"]
-            print(f"  RSS at 10 % {s['rss_at_10pct_mb']} MiB, peak 1st half {s['peak_first_half_mb']} MiB, "
+            print(f"  RSS at 10 % {s['rss_at_10pct_mb']} MiB, at 50 % {s['rss_at_50pct_mb']} MiB, at 100 % "
+                  f"{s['rss_at_100pct_mb']} MiB; peak 1st half {s['peak_first_half_mb']} MiB, "
                   f"peak 2nd half {s['peak_second_half_mb']} MiB, peak {s['peak_mb']} MiB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

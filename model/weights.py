@@ -18,6 +18,7 @@ from typing import Callable, NamedTuple
 
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import atomic_write, sha256_file
+from dainrt.base.outputs import check_outputs
 from dainrt.base.paths import cache_dir
 
 ENV_WEIGHTS = "DAINRT_WEIGHTS"
@@ -117,7 +118,7 @@ def _digest(sha256: str | None, blob_id: str | None) -> Digest:
 
 
 def download(url: str, sha256: str | None, out: str | os.PathLike, progress: bool = True,
-             blob_id: str | None = None) -> Path:
+             blob_id: str | None = None, overwrite: bool = False) -> Path:
     """Fetch `url` to `out` over HTTP(S), resumable, and check its digest; returns `out`.
 
     The file must hash to `sha256` or, instead, have the git blob id `blob_id`. Bytes go to
@@ -125,12 +126,15 @@ def download(url: str, sha256: str | None, out: str | os.PathLike, progress: boo
     server ignored the range, start over). `out` appears (atomic `os.replace`) only when the whole
     file has the expected digest; a mismatch deletes the .part and raises DainrtError with both
     digests. Network errors raise DainrtError and keep the .part, so the same call resumes. An
-    `out` that already has the right digest is kept without a download.
+    `out` that already has the right digest is kept without a download; one with another digest
+    is replaced only with `overwrite`.
     """
     expect = _digest(sha256, blob_id)
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DainrtError(f"only http:// and https:// URLs can be downloaded, got {url!r}")
     out = Path(out).expanduser()
+    if out.is_dir():
+        raise OptionError("out", f"{out} is a folder; give the file name, e.g. {out / 'best.pth'}")
     part = out.with_name(out.name + ".part")
     try:
         if out.is_file() and expect.of(out) == expect.hex:
@@ -138,6 +142,9 @@ def download(url: str, sha256: str | None, out: str | os.PathLike, progress: boo
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DainrtError(f"cannot use {out}: {err.strerror or err}") from None
+    # An existing file of another digest is replaced only with `overwrite`; checked (with the
+    # folder's write permission) before anything is fetched.
+    check_outputs([("out", out)], overwrite=overwrite, make_folders=True)
 
     if not _fetch(url, part, progress) and expect.of(part) != expect.hex:
         # The server refused our range (416) and the .part is not the file (stale, or longer
@@ -198,7 +205,15 @@ def _fetch(url: str, part: Path, progress: bool) -> bool:
     request = urllib.request.Request(url, headers={"User-Agent": f"dainrt/{__version__}"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
-    kept = f"; the partial download {part} is kept: run the same command again to resume"
+    def kept() -> str:
+        """What to say about the .part after a failure: kept only if it holds something."""
+        try:
+            if part.is_file() and part.stat().st_size > 0:
+                return f"; the partial download {part} is kept: run the same command again to resume"
+        except OSError:
+            pass
+        return ""
+
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as err:
@@ -207,7 +222,7 @@ def _fetch(url: str, part: Path, progress: bool) -> bool:
         raise DainrtError(f"download failed: HTTP {err.code} {err.reason} for {url}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         reason = getattr(err, "reason", None) or str(err) or type(err).__name__
-        raise DainrtError(f"download failed: cannot reach {url} ({reason})" + (kept if offset else "")) from None
+        raise DainrtError(f"download failed: cannot reach {url} ({reason})" + (kept() if offset else "")) from None
 
     with response:
         start = _resume_start(response, offset, part)
@@ -230,9 +245,9 @@ def _fetch(url: str, part: Path, progress: bool) -> bool:
                 size = f.tell()
         except (OSError, http.client.HTTPException) as err:
             # A socket error mid-stream (timeout, reset) or a full disk: keep what we have.
-            raise DainrtError(f"download interrupted: {getattr(err, 'strerror', None) or err}{kept}") from None
+            raise DainrtError(f"download interrupted: {getattr(err, 'strerror', None) or err}{kept()}") from None
     if total is not None and size != total:
-        raise DainrtError(f"download incomplete: got {size} of {total} bytes from {url}{kept}")
+        raise DainrtError(f"download incomplete: got {size} of {total} bytes from {url}{kept()}")
     return True
 
 

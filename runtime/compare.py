@@ -16,7 +16,9 @@ import numpy as np
 
 from dainrt.base.errors import DainrtError, OptionError
 
-from .decode import Decoder, probe
+from dainrt.base.outputs import check_outputs
+
+from .decode import Decoder, is_image_sequence, probe
 from .encode import write_error
 
 LABELS = ("original", "dainrt")
@@ -41,17 +43,22 @@ def _frames(info):
 
 
 def compare(original: str, interpolated: str, output: str, slow: int = 1, labels: bool = True,
-            input_fps: Fraction | None = None) -> dict:
-    """Write the side-by-side clip; returns {"frames", "rate", "duration"}."""
+            input_fps: Fraction | None = None, overwrite: bool = False) -> dict:
+    """Write the side-by-side clip; returns {"frames", "rate", "duration"}.
+
+    `output` is never one of the two inputs; an existing `output` is replaced only with `overwrite`."""
     import av
 
     if slow < 1:
         raise OptionError("slow", f"must be 1 or more, got {slow}")
+    if input_fps is not None and input_fps <= 0:
+        raise OptionError("input_fps", f"must be above 0, got {input_fps}")
     out = Path(output)
+    check_outputs([("output", out)], [original, interpolated], overwrite)
     if out.suffix == "":
         raise DainrtError(f"{out}: give the output a file extension such as .mp4")
-    if not out.parent.is_dir():
-        raise DainrtError(f"cannot write {out}: folder {out.parent} does not exist")
+    if is_image_sequence(out) or out.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        raise DainrtError(f"{out}: the side-by-side clip is a video; give a .mp4, .mov or .mkv name")
     a = probe(original, input_fps)
     b = probe(interpolated)
     h = b.height
@@ -120,4 +127,7 @@ def _discard(container, tmp: Path) -> None:
         container.close()
     except Exception:  # noqa: BLE001
         pass
-    tmp.unlink(missing_ok=True)
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass            # a folder that refuses the write refuses the clean-up: the write error is what counts

@@ -42,8 +42,10 @@ _END = object()
 
 
 def is_image_sequence(path: str | os.PathLike) -> bool:
-    """True for a printf-style picture pattern such as `frames/%05d.png`."""
-    return bool(_PATTERN.search(os.fspath(path)))
+    """True for a printf-style picture pattern such as `frames/%05d.png`; an existing file is a
+    file, whatever its name (`100%done.mp4`, `clip%d.mp4`)."""
+    text = os.fspath(path)
+    return bool(_PATTERN.search(os.path.basename(text))) and not os.path.isfile(text)
 
 
 def _av_message(err: BaseException) -> str:

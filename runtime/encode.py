@@ -18,6 +18,7 @@ Image-sequence output (`out/%05d.png`): one PNG per output frame, numbered from 
 """
 from __future__ import annotations
 
+import errno
 import heapq
 import json
 import os
@@ -30,7 +31,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from dainrt.base.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
 
 from .decode import InputInfo, _av_message, is_image_sequence, open_input
@@ -52,10 +53,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_error(path: os.PathLike | str, err: BaseException) -> DainrtError:
-    """A one-line DainrtError for a failed write (disk full, permissions, ...)."""
+RESUME_HINT = " (free some space, then run the same command with --resume)"
+FRESH_HINT = " (free some space, then run the same command again)"
+
+
+def write_error(path: os.PathLike | str, err: BaseException, kept: bool = True) -> DainrtError:
+    """A one-line DainrtError for a failed write (disk full, permissions, ...); `kept`: whether
+    finished work remains for --resume."""
     text = getattr(err, "strerror", None) or _av_message(err)
-    hint = " (free some space, then run the same command with --resume)" if "space" in str(text).lower() or \
+    hint = (RESUME_HINT if kept else FRESH_HINT) if "space" in str(text).lower() or \
         getattr(err, "errno", None) in (28, 27) else ""
     return DainrtError(f"cannot write {path}: {text}{hint}")
 
@@ -115,6 +121,37 @@ def _has_option(codec: str, name: str) -> bool:
         return any(o.name == name for o in list(opts.private) + list(opts.generic))
     except Exception:  # noqa: BLE001 - unknown option tables: assume not
         return False
+
+
+# Encoders' documented CRF ranges (FFmpeg's option tables say -1..FLT_MAX for some of them).
+CRF_RANGES = {"libx264": (0, 51), "libx264rgb": (0, 51), "libx265": (0, 51), "libvpx": (4, 63),
+              "libvpx-vp9": (0, 63), "libsvtav1": (1, 63), "libaom-av1": (0, 63)}
+
+
+def crf_range(codec: str) -> tuple[float, float] | None:
+    """The CRF values `codec` takes, or None when it has no CRF mode."""
+    import av
+
+    if codec in CRF_RANGES:
+        return CRF_RANGES[codec]
+    try:
+        opts = av.codec.CodecContext.create(codec, "w").supported_options
+        found = [o for o in list(opts.private) + list(opts.generic) if o.name == "crf"]
+    except Exception:  # noqa: BLE001 - unknown option tables: assume none
+        return None
+    if not found:
+        return None
+    return max(0.0, found[0].min), found[0].max
+
+
+# Audio codecs each container family carries as standard (others are refused, not copied in
+# as a file common players will not play): MP4/MOV (ISO BMFF) and the ones with no limit.
+STANDARD_AUDIO = {
+    ".mp4": {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"},
+    ".m4v": {"aac", "mp3", "ac3", "eac3", "alac"},
+    ".mov": {"aac", "mp3", "ac3", "eac3", "alac"} | {"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+                                                     "pcm_s32le", "pcm_f32le", "pcm_u8"},
+}
 
 
 def _subsampled(fmt, width: int, height: int) -> bool:
@@ -184,12 +221,14 @@ def choose_video_settings(info: InputInfo, grid, codec: str | None = None, pix_f
             f"{pix_fmt} halves the colour resolution and needs an even frame size, but the video is {w}x{h}: "
             f"use --pix-fmt yuv444p (or another 4:4:4 format)"
         )
-    if crf is not None and not _has_option(codec, "crf"):
+    crf_limits = crf_range(codec)
+    if crf is not None and crf_limits is None:
         notes.append(f"{codec} has no CRF mode: --crf is ignored")
-    if crf is None and _has_option(codec, "crf"):
-        crf = DEFAULT_CRF
-    elif not _has_option(codec, "crf"):
         crf = None
+    elif crf is not None and not crf_limits[0] <= crf <= crf_limits[1]:
+        raise OptionError("crf", f"must lie in {crf_limits[0]:g}..{crf_limits[1]:g} for {codec}, got {crf}")
+    elif crf is None and crf_limits is not None:
+        crf = DEFAULT_CRF
     if out_fmt.is_rgb:
         c_range, c_space = 0, 0
     elif info.is_rgb:
@@ -483,6 +522,11 @@ def check_output(path: Path, settings: VideoSettings, info: InputInfo, scratch: 
     if skipped:
         notes.append("not copied (only audio and subtitles are): " + ", ".join(f"#{i} {t} {c}" for i, t, c in skipped))
     ext = path.suffix.lower()
+    standard = STANDARD_AUDIO.get(ext)
+    odd = [c for _, t, c in _copy_streams(info) if t == "audio" and standard is not None and c not in standard]
+    if odd:
+        raise DainrtError(f"{path}: {odd[0]} audio (copied from the input) is not standard in a {ext} file and "
+                          f"common players will not play it; use .mkv, which carries it")
     scratch_file = scratch / f"check{ext}"
     try:
         for with_copies in (False, True):
@@ -513,8 +557,9 @@ def check_output(path: Path, settings: VideoSettings, info: InputInfo, scratch: 
                     out.close()
                 except Exception:  # noqa: BLE001
                     pass
-                if isinstance(err, OSError) and not isinstance(err, av.error.FFmpegError):
-                    raise write_error(path, err) from None
+                if isinstance(err, OSError) and (not isinstance(err, av.error.FFmpegError)
+                                                 or err.errno in (errno.ENOSPC, errno.EFBIG, errno.EACCES, errno.EROFS)):
+                    raise write_error(path, err, kept=False) from None
                 if not with_copies:
                     raise DainrtError(
                         f"{path}: {settings.codec} ({settings.pix_fmt}) cannot be written in a {ext} file "

@@ -28,6 +28,7 @@ import numpy as np
 
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
+from dainrt.base.outputs import check_outputs, pattern_matches
 
 from . import encode as enc
 from .decode import Decoder, InputInfo, is_image_sequence, probe
@@ -36,6 +37,7 @@ from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
 from .timing import FADE, INTERP, KINDS, Anchor, Planner, format_rate, frac_to_str, make_grid
 
 SEGMENT_SECONDS = 10
+PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
 class Interrupted(DainrtError):
@@ -67,6 +69,7 @@ class RunOptions:
     input_fps: Fraction | None = None
     max_frames: int | None = None
     dry_run: bool = False
+    overwrite: bool = False              # replace an existing output / report (-y); never an input
     progress: bool | None = None         # None: when stderr is a terminal
     backend_options: dict = field(default_factory=dict)
 
@@ -76,8 +79,14 @@ def _warn(message: str) -> None:
 
 
 def _check_paths(opts: RunOptions) -> tuple[Path | None, bool]:
+    """Every path the run writes, checked before anything is read (`base/outputs.py`): the output
+    and the report are not inputs, not each other, in existing writable folders, and new unless
+    `overwrite`. `resume` does not change this: an unfinished run never has its final name."""
+    report = [("report", opts.report)] if opts.report is not None else []
+    inputs = [opts.input, opts.weights]
     if opts.dry_run:
-        return None, False                       # nothing is written
+        check_outputs(report, inputs, opts.overwrite)
+        return None, False                       # nothing else is written
     if opts.output is None:
         raise DainrtError("no output given: add -o OUTPUT (or --dry-run to only plan)")
     out = Path(opts.output)
@@ -85,19 +94,14 @@ def _check_paths(opts: RunOptions) -> tuple[Path | None, bool]:
     if not images:
         if out.is_dir():
             raise DainrtError(f"{out} is a folder; give a file name (e.g. {out}/film.mp4) or a picture pattern")
+        if out.suffix.lower() in PICTURE_SUFFIXES:
+            raise DainrtError(f"{out}: picture output needs a numbered pattern such as "
+                              f"{out.with_name(out.stem + '_%05d' + out.suffix)}")
         if out.suffix == "":
             raise DainrtError(f"{out}: give the output a file extension (.mp4, .mov, .mkv) or a pattern like out/%05d.png")
-        if not is_image_sequence(opts.input) and os.path.exists(opts.input) and os.path.exists(out) \
-                and os.path.samefile(opts.input, out):
-            raise DainrtError(f"the output {out} is the input; choose another name")
-    else:
-        if out.suffix.lower() not in (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"):
-            raise DainrtError(f"{out}: picture output needs a .png (or .tif/.jpg) pattern such as out/%05d.png")
-        if os.path.abspath(out.parent) == os.path.abspath(Path(opts.input).parent) and is_image_sequence(opts.input):
-            raise DainrtError(f"write the pictures into another folder than the input's ({out.parent})")
-    parent = out.parent.parent if images else out.parent
-    if not parent.is_dir():
-        raise DainrtError(f"cannot write {out}: folder {parent} does not exist")
+    elif out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise DainrtError(f"{out}: picture output needs a .png (or .tif/.jpg) pattern such as out/%05d.png")
+    check_outputs([("output", out)] + report, inputs, opts.overwrite, patterns=["output"] if images else [])
     return out, images
 
 
@@ -185,6 +189,17 @@ def _check_options(opts: RunOptions) -> None:
         raise OptionError("scene_threshold", f"must lie in [0, 100] (0 turns detection off), got {opts.scene_threshold}")
     if not 0 <= opts.dedup_threshold <= 100:
         raise OptionError("dedup_threshold", f"must lie in [0, 100], got {opts.dedup_threshold}")
+    for name in ("output", "report", "weights", "codec", "pix_fmt"):
+        if getattr(opts, name) == "":
+            raise OptionError(name, "is empty")
+    if opts.input_fps is not None and opts.input_fps <= 0:
+        raise OptionError("input_fps", f"must be above 0, got {opts.input_fps}")
+    if opts.model is None and not opts.dry_run:
+        from dainrt.engine.backend import available_backends, resolve_device
+
+        if opts.backend not in available_backends():
+            raise OptionError("backend", f"{opts.backend!r} is unknown; choose one of: {', '.join(available_backends())}")
+        resolve_device(opts.device)
 
 
 def _run(opts: RunOptions) -> dict:
@@ -231,14 +246,20 @@ class _FilmRun:
 
         self.opts, self.info, self.grid, self.settings = opts, info, grid, settings
         self.seg_frames, self.output, self.images_out = seg_frames, output, images_out
+        # Everything that can fail on a wrong option, backend, device, checkpoint or container is
+        # done before the work folder exists, so a failed start leaves nothing behind.
         device = resolve_device(opts.device)
+        self.notes = list(info.notes) + list(settings.notes) + self._check_output()
         model, weights_id = _load_model(opts)
         fingerprint = _fingerprint(opts, info, settings, seg_frames, weights_id)
         self.work = work_dir_for(output, images_out)
-        self.state, self.resuming = prepare_work_dir(self.work, opts.resume, fingerprint, grid.count, seg_frames,
-                                                     output)
-        self.notes = list(info.notes) + list(settings.notes) + self._check_output()
         self.backend = create_backend(opts.backend, model, device, **opts.backend_options)
+        try:
+            self.state, self.resuming = prepare_work_dir(self.work, opts.resume, fingerprint, grid.count,
+                                                         seg_frames, output)
+        except BaseException:
+            self.backend.close()
+            raise
         self.runner = Runner(self.backend)
         self.calls_before = dict(self.runner.calls)
         self.transfers = Transfers(self.backend.device, info.dtype)
@@ -259,19 +280,17 @@ class _FilmRun:
         self.frames: dict[int, object] = {}      # decoded frames the planner may still use, by index
 
     def _check_output(self) -> list[str]:
-        """Notes about what the output container can carry; a fresh work folder is removed when
-        the output cannot be written at all."""
+        """Notes about what the output container can carry (checked in a scratch folder, before
+        the work folder exists)."""
+        import tempfile
+
         if self.images_out:
             if any(t in ("audio", "subtitle") for _, t, _ in self.info.other_streams):
                 _warn("picture output: the input's audio/subtitles are not written")
                 return ["picture output: the input's audio/subtitles are not written"]
             return []
-        try:
-            return enc.check_output(self.output, self.settings, self.info, self.work)
-        except DainrtError:
-            if not self.resuming and not self.state.segments:
-                shutil.rmtree(self.work, ignore_errors=True)
-            raise
+        with tempfile.TemporaryDirectory(prefix="dainrt-check-") as scratch:
+            return enc.check_output(self.output, self.settings, self.info, Path(scratch))
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -408,6 +427,9 @@ class _FilmRun:
         done = len(self.state.segments)
         if not done and not self.resuming:
             shutil.rmtree(self.work, ignore_errors=True)        # nothing worth resuming
+            if isinstance(err, DainrtError) and enc.RESUME_HINT in str(err):
+                # nothing was kept: --resume has nothing to continue
+                raise DainrtError(str(err).replace(enc.RESUME_HINT, enc.FRESH_HINT)) from None
         if not isinstance(err, KeyboardInterrupt):
             return
         if not done and not self.resuming:
@@ -464,13 +486,21 @@ class _FilmRun:
 
 
 def _place_pictures(work: Path, segments: list[int], output: Path) -> None:
+    """Move the segments' pictures to the pattern's folder. Pictures of the pattern that the run
+    did not write (a longer earlier sequence, replaced with --overwrite) are removed, so the
+    folder holds exactly this run's sequence."""
     folder = output.parent
     try:
         folder.mkdir(exist_ok=True)
+        placed = set()
         for index in segments:
             seg = work / enc.segment_name(index)
             for f in sorted(seg.iterdir()):
                 os.replace(f, folder / f.name)
+                placed.add(f.name)
+        for stale in pattern_matches(output):
+            if stale.name not in placed:
+                stale.unlink()
     except OSError as err:
         raise enc.write_error(folder, err) from None
 

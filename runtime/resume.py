@@ -100,6 +100,8 @@ def prepare_work_dir(work: Path, resume: bool, fingerprint: dict, output_frames:
                      output: Path) -> tuple[RunState, bool]:
     """The run state to use, and whether it continues an interrupted run."""
     state = RunState.load(work) if work.exists() else None
+    if state is not None and not state.segments and not state.complete:
+        state = None             # nothing finished in it: it never blocks a fresh start
     if state is not None and not resume:
         raise DainrtError(
             f"{work} holds an unfinished run of {output}: add --resume to continue it, or delete the folder to start over"

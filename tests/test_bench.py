@@ -134,7 +134,7 @@ def test_bench_prints_table(tmp_path, capsys):
 
 def test_bench_rejects_bad_options(capsys):
     assert main(["bench", "--size", "big"]) == 2
-    assert "bad --size" in capsys.readouterr().err
+    assert "--size bad size 'big'" in capsys.readouterr().err
     assert main(["bench", "--size", "64", "--backends", "tpu"]) == 2
     assert "unknown --backends" in capsys.readouterr().err
     assert main(["bench", "--size", "64", "--width", "0.25", "--weights", "x.pth"]) == 2

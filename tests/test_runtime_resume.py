@@ -158,7 +158,7 @@ def test_output_and_option_errors_write_nothing(tmp_path, small_ckpt, capsys):
         (["-o", str(tmp_path / "out.xyz")], "unknown output format"),
         (["-o", str(tmp_path / "out.mp4"), "--pix-fmt", "yuv420p"], "yuv444p"),
         (["-o", str(tmp_path / "out.mp4"), "--codec", "nosuchcodec"], "unknown encoder"),
-        (["-o", str(tmp_path / "out.mp4"), "--weights", str(tmp_path / "missing.pth")], "weights file not found"),
+        (["-o", str(tmp_path / "out.mp4"), "--weights", str(tmp_path / "missing.pth")], "missing.pth: no such file"),
         (["-o", str(tmp_path / "out.mp4"), "--device", "cuda:7"] if not torch.cuda.is_available() else
          ["-o", str(tmp_path / "out.mp4"), "--backend", "nosuchbackend"], "cuda" if not torch.cuda.is_available() else "backend"),
     ]

@@ -37,13 +37,10 @@ def run(*args) -> dict:
     """`dainrt run ARGS --report R`; returns the report."""
     import tempfile
 
-    fd, report = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory() as folder:      # a new report: an existing one needs -y
+        report = os.path.join(folder, "report.json")
         assert main(["run", *[str(a) for a in args], "--no-progress", "--report", report]) == 0
         return json.loads(Path(report).read_text())
-    finally:
-        os.unlink(report)
 
 
 def expect_interp(reference, a, b, t, dtype=np.uint8):

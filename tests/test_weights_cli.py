@@ -104,8 +104,8 @@ def test_verify_lists_at_most_ten_keys(tmp_path, small_ckpt, capsys):
     "args, message",
     [
         (["weights", "verify", "missing.pth"], "checkpoint not found: missing.pth"),
-        (["weights", "init", "--width", "1.5", "-o", "x.pth"], "--width: width must be in (0, 1]"),
-        (["weights", "init", "--width", "0.25", "--seed", "-3", "-o", "x.pth"], "--seed must be in"),
+        (["weights", "init", "--width", "1.5", "-o", "x.pth"], "--width must be above 0 and at most 1, got 1.5"),
+        (["weights", "init", "--width", "0.25", "--seed", "-3", "-o", "x.pth"], "--seed must lie in 0..4294967295"),
         (["weights", "download", "--url", "http://127.0.0.1:1/x", "--sha256", "abc"], "--sha256 must be 64"),
         (["weights", "download", "--url", "file:///etc/passwd", "--sha256", "0" * 64], "only http:// and https://"),
     ],

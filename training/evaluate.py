@@ -72,10 +72,28 @@ def find_sequences(root: str | os.PathLike) -> list[Path]:
     return found
 
 
+def check_sizes(sequences: Sequence[Path]) -> None:
+    """One line naming the first sequence whose three pictures differ in size, before any model work."""
+    from PIL import Image, UnidentifiedImageError
+
+    for d in sequences:
+        sizes = {}
+        for f in (FRAME0, FRAME1, MIDDLE):
+            try:
+                with Image.open(d / f) as img:
+                    sizes[f] = img.size
+            except (UnidentifiedImageError, OSError) as err:
+                raise DainrtError(f"cannot read {d / f}: not a picture Pillow understands ({err})") from None
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{f} {w}x{h}" for f, (w, h) in sizes.items())
+            raise DainrtError(f"{d}: the pictures differ in size ({shown}); the ground truth must match the frames")
+
+
 def evaluate(sequences: Sequence[Path], interpolator) -> list[Result]:
     """Interpolate t = 0.5 for each sequence with `interpolator` (a `dainrt.Interpolator`)."""
     from dainrt.base.images import read_image, to_dtype
 
+    check_sizes(sequences)
     results = []
     for d in sequences:
         f0, f1, gt = (read_image(d / f) for f in (FRAME0, FRAME1, MIDDLE))

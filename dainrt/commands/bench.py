@@ -3,6 +3,16 @@ from __future__ import annotations
 
 import argparse
 
+from dainrt.base.sizes import size_argument
+
+from . import _args as A
+
+
+def size_text(text: str) -> str:
+    """A size as given (the harness parses it again), checked at parse time."""
+    size_argument(text)
+    return text
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,29 +24,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with speed-up, TFLOP/s, peak memory and, for reduced precision, PSNR vs FP32 on the Middlebury "
         "pairs. Random official-shape weights unless --weights is given: timing needs no real weights.",
     )
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--size", dest="sizes", nargs="+", action="extend", metavar="SIZE",
+    p.add_argument("--device", type=A.text, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--size", dest="sizes", type=size_text, nargs="+", action="extend", metavar="SIZE",
                    help="input frame sizes: 256 (256x256), 480p (854x480; give 640x480 for 4:3), 720p (1280x720), "
                    "1080p (1920x1080), 4k (3840x2160) or WxH (default: 128x128 on cpu; 480p 720p 1080p on cuda)")
-    p.add_argument("--factor", dest="factors", type=int, nargs="+", action="extend", metavar="N",
+    p.add_argument("--factor", dest="factors", type=A.int_range(2), nargs="+", action="extend", metavar="N",
                    help="frame-rate factors, N-1 in-between frames per input pair (default: 2 4)")
-    p.add_argument("--backends", nargs="+", action="extend", metavar="NAME",
+    p.add_argument("--backends", type=A.text, nargs="+", action="extend", metavar="NAME",
                    help="backend families: torch onnxruntime tensorrt (default: all; the baseline always runs)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint to time (default: synthetic official-shape weights)")
-    p.add_argument("--width", type=float, metavar="W", help="width multiplier of the synthetic weights (default 1.0)")
-    p.add_argument("--runs", type=int, metavar="N", help="timed runs per measurement (default: 3 on cpu, 20 on cuda)")
-    p.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up runs first (default: 1 on cpu, 5 on cuda)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (and onnxruntime where it "
+    p.add_argument("--json", type=A.path, metavar="PATH", help="also write the results as JSON to PATH (missing folders are made)")
+    A.add_overwrite(p, "the --json file")
+    p.add_argument("--weights", type=A.existing_file, metavar="PATH", help="checkpoint to time (default: synthetic official-shape weights)")
+    p.add_argument("--width", type=A.float_range(0, 1, lo_open=True), metavar="W", help="width multiplier of the synthetic weights (default 1.0)")
+    p.add_argument("--runs", type=A.int_range(1), metavar="N", help="timed runs per measurement (default: 3 on cpu, 20 on cuda)")
+    p.add_argument("--warmup", type=A.int_range(0), metavar="N", help="untimed warm-up runs first (default: 1 on cpu, 5 on cuda)")
+    p.add_argument("--threads", type=A.int_range(1), metavar="N", help="CPU threads for torch (and onnxruntime where it "
                    "takes the option) during the run (default: torch's default)")
-    p.add_argument("--pairs", metavar="DIR", help="Middlebury folder for the PSNR column (default: tests/data/middlebury)")
+    p.add_argument("--pairs", type=A.existing_folder, metavar="DIR", help="Middlebury folder for the PSNR column (default: tests/data/middlebury)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from dainrt.benchmarks.harness import BenchOptions, bench
+    from dainrt.base.outputs import check_outputs
     from dainrt.benchmarks.report import format_table, write_json
 
+    check_outputs([("json", args.json)], [args.weights], args.overwrite, make_folders=True)
     report = bench(BenchOptions(
         device=args.device, sizes=args.sizes, factors=args.factors or (2, 4), backends=args.backends,
         weights=args.weights, width=args.width, runs=args.runs, warmup=args.warmup, pairs_dir=args.pairs,

@@ -7,6 +7,20 @@ import time
 
 from dainrt.base.errors import DainrtError
 
+from . import _args as A
+from .bench import size_text
+
+
+def _stages(text: str) -> str:
+    """A comma-separated list of stage names, checked at parse time."""
+    from dainrt.model.stages import STAGE_NAMES
+
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown or not stages:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGE_NAMES)}")
+    return text
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "TensorRT, plugin code, precision, size and ONNX stay the same. Needs an NVIDIA GPU, "
         "TensorRT >= 10.9 and triton.",
     )
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache)")
-    p.add_argument("--size", action="append", metavar="WxH", default=[],
+    p.add_argument("--weights", type=A.existing_file, metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache)")
+    p.add_argument("--size", type=size_text, action="append", metavar="WxH", default=[],
                    help="picture size the engines are for, e.g. 1920x1080 (padded as the runtime pads it). "
                    "Repeat for more sizes: one static engine set per size, or with --dynamic one engine "
                    "covering the range (opt = the first). Default 1920x1080")
@@ -30,23 +44,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", action="store_true",
                    help="one engine per stage with a min/opt/max shape profile instead of static shapes "
                    "(slower, but serves any size in the range; with one --size the range starts at 256x256)")
-    p.add_argument("--stages", default="frame,pair,warp,rectify", metavar="LIST",
+    p.add_argument("--stages", type=_stages, default="frame,pair,warp,rectify", metavar="LIST",
                    help="comma-separated stages to build (default: all four)")
-    p.add_argument("--opt-level", type=int, default=3, metavar="N",
+    p.add_argument("--opt-level", type=A.int_range(0, 5), default=3, metavar="N",
                    help="TensorRT builder optimisation level 0..5 (default 3; 5 builds slower, may run faster)")
-    p.add_argument("--workspace-mib", type=int, default=None, metavar="MIB",
+    p.add_argument("--workspace-mib", type=A.int_range(1), default=None, metavar="MIB",
                    help="limit TensorRT's builder workspace to MIB mebibytes (default: TensorRT's own limit)")
     p.add_argument("--no-plugins", action="store_true",
                    help="build the warp stage from the ONNX standard-op bodies instead of the Triton plugins")
     p.add_argument("--force", action="store_true", help="rebuild even when a matching engine is cached")
-    p.add_argument("--device", default="cuda", help="CUDA device to build for (default cuda)")
+    p.add_argument("--device", type=A.text, default="cuda", help="CUDA device to build for (default cuda)")
     p.add_argument("--verbose", action="store_true", help="show TensorRT warnings")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Check the machine first: a missing GPU or TensorRT is one line, before any slow work.
+    from dainrt.engine.backend import resolve_device
     from dainrt.engine.tensorrt import require_tensorrt
+
+    resolve_device(args.device)          # a bad --device is named as such, before the machine check
 
     require_tensorrt("dainrt build-engine", plugins=not args.no_plugins)
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from . import _args as A
+from .run import _rate
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,26 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plays) and the interpolated film on the right, frame by frame at the interpolated rate, "
         "optionally slowed down. No audio. H.264, CRF 18.",
     )
-    p.add_argument("original", metavar="INPUT", help="the original video (or picture pattern)")
-    p.add_argument("interpolated", metavar="OUTPUT", help="the film `dainrt run` made from it")
-    p.add_argument("-o", "--output", required=True, metavar="SIDE_BY_SIDE", help="clip to write (.mp4, .mkv, ...)")
-    p.add_argument("--slow", type=int, default=1, metavar="N", help="play N times slower (default 1)")
-    p.add_argument("--input-fps", metavar="RATE", help="frame rate of a picture-sequence INPUT (default 24)")
+    p.add_argument("original", type=A.text, metavar="INPUT", help="the original video (or picture pattern)")
+    p.add_argument("interpolated", type=A.text, metavar="OUTPUT", help="the film `dainrt run` made from it")
+    p.add_argument("-o", "--output", type=A.text, required=True, metavar="SIDE_BY_SIDE", help="clip to write (.mp4, .mkv, ...)")
+    p.add_argument("--slow", type=A.int_range(1, 1000), default=1, metavar="N", help="play N times slower (default 1)")
+    p.add_argument("--input-fps", type=_rate, metavar="RATE", help="frame rate of a picture-sequence INPUT (default 24)")
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace an existing SIDE_BY_SIDE (never INPUT or OUTPUT)")
     p.add_argument("--no-labels", action="store_true", help="do not write 'original' / 'dainrt' on the pictures")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from dainrt.base.errors import DainrtError
-    from dainrt.runtime import compare, parse_rate
+    from dainrt.runtime import compare
 
-    rate = None
-    if args.input_fps:
-        try:
-            rate = parse_rate(args.input_fps)
-        except ValueError as err:
-            raise DainrtError(str(err)) from None
+    rate = args.input_fps
     result = compare(args.original, args.interpolated, args.output, slow=args.slow, labels=not args.no_labels,
-                     input_fps=rate)
+                     input_fps=rate, overwrite=args.overwrite)
     print(f"dainrt: wrote {args.output}: {result['frames']} frames, {result['duration']:.3f} s")
     return 0

@@ -4,17 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import _args as A
+
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """--backend, --device, --precision, --kernels, --compile (see dainrt.engine.choice)."""
     # Values are checked by dainrt.engine.choice, which names the problem in one line.
-    p.add_argument("--backend", default=None, metavar="NAME",
+    p.add_argument("--backend", type=A.text, default=None, metavar="NAME",
                    help="torch (default), onnxruntime, or tensorrt (NVIDIA GPU with TensorRT)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--precision", default=None, metavar="fp32|fp16",
+    p.add_argument("--device", type=A.text, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--precision", type=A.text, default=None, metavar="fp32|fp16",
                    help="fp16: frame, pair and rectify in FP16, warp always FP32 (default: fp16 on CUDA, fp32 on the CPU; "
                    "torch fp16 needs CUDA)")
-    p.add_argument("--kernels", default=None, metavar="reference|triton",
+    p.add_argument("--kernels", type=A.text, default=None, metavar="reference|triton",
                    help="torch backend: the warping layers as vectorised PyTorch ops (reference) or Triton kernels "
                    "(CUDA; default there when triton is installed)")
     p.add_argument("--compile", action="store_true",

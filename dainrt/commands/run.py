@@ -6,6 +6,8 @@ import signal
 import sys
 from fractions import Fraction
 
+from . import _args as A
+
 
 def _rate(text: str) -> Fraction:
     from dainrt.runtime.timing import parse_rate
@@ -26,13 +28,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     from dainrt.runtime.scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD
 
@@ -46,29 +41,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "('on twos') can be interpolated through (--dedup). Audio and subtitles are copied untouched, "
         "colour metadata and bit depth are kept. The output appears under its name only when complete; "
         "an interrupted run (Ctrl-C, full disk) continues with --resume.",
-        epilog="Pictures: INPUT or OUTPUT may be a pattern such as frames/%%05d.png (output numbered "
-        "from 1; 16-bit PNG for deeper input). Rates: 60, 59.94 (= 60000/1001), 60000/1001.",
+        epilog="Pictures: INPUT or OUTPUT may be a pattern such as frames/%05d.png (output numbered "
+        "from 1; 16-bit PNG for deeper input); an existing file is always a file, '%' or not. "
+        "Rates: 60, 59.94 (= 60000/1001), 60000/1001. Outputs: an existing OUTPUT or --report "
+        "(for a pattern: any picture it names) is replaced only with -y; an input never is. "
+        "--resume continues the work folder OUTPUT.dainrt-partial/ and follows the same rule.",
     )
-    p.add_argument("input", metavar="INPUT", help="video file, or picture pattern such as frames/%%05d.png")
-    p.add_argument("-o", "--output", metavar="OUTPUT", help="output video (.mp4, .mov, .mkv, ...) or picture pattern")
+    p.add_argument("input", type=A.text, metavar="INPUT", help="video file, or picture pattern such as frames/%%05d.png")
+    p.add_argument("-o", "--output", type=A.text, metavar="OUTPUT", help="output video (.mp4, .mov, .mkv, ...) or picture pattern")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--fps", type=_rate, metavar="RATE", help="output frame rate: 60, 59.94, 60000/1001, ...")
     when.add_argument("--factor", type=_positive_int, metavar="N", help="N times the input frame rate")
-    p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
+    p.add_argument("--weights", type=A.existing_file, metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache, then the bundled model)")
     add_engine_arguments(p)
-    p.add_argument("--report", metavar="PATH", help="write a JSON report (frame counts, rates, scene cuts, held frames, timing)")
+    p.add_argument("--report", type=A.text, metavar="PATH", help="write a JSON report (frame counts, rates, scene cuts, held frames, timing)")
     p.add_argument("--dedup", action="store_true",
                    help="drop held frames (stop-motion 'on twos') and interpolate through them at their proper times")
-    p.add_argument("--dedup-threshold", type=_number, default=DEDUP_THRESHOLD, metavar="X",
+    p.add_argument("--dedup-threshold", type=A.float_range(0, 100), default=DEDUP_THRESHOLD, metavar="X",
                    help=f"a frame is held when no thumbnail pixel changes by more than X %% (default {DEDUP_THRESHOLD:g})")
-    p.add_argument("--scene-threshold", type=_number, default=SCENE_THRESHOLD, metavar="X",
+    p.add_argument("--scene-threshold", type=A.float_range(0, 100), default=SCENE_THRESHOLD, metavar="X",
                    help=f"scene-cut score threshold in %% of full scale (default {SCENE_THRESHOLD:g}; 0 turns detection off)")
     p.add_argument("--scene-mode", choices=("repeat", "crossfade"), default="repeat",
                    help="across a scene cut: repeat the last frame (default) or cross-fade")
-    p.add_argument("--codec", metavar="NAME", help="video encoder (default libx264)")
-    p.add_argument("--crf", type=int, metavar="N", help="constant quality for encoders that have it (default 16)")
-    p.add_argument("--pix-fmt", metavar="FMT", help="output pixel format (default: the input's, where the encoder takes it)")
+    p.add_argument("--codec", type=A.text, metavar="NAME", help="video encoder (default libx264)")
+    p.add_argument("--crf", type=A.int_range(0), metavar="N",
+                   help="constant quality for encoders that have it (default 16; libx264/libx265 0..51, "
+                   "libvpx-vp9/libsvtav1 up to 63), checked against the encoder's range before the run")
+    p.add_argument("--pix-fmt", type=A.text, metavar="FMT", help="output pixel format (default: the input's, where the encoder takes it)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    p.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace an existing OUTPUT / --report (never one of the inputs)")
     p.add_argument("--input-fps", type=_rate, metavar="RATE", help="frame rate of picture-sequence input (default 24)")
     p.add_argument("--max-frames", type=_positive_int, metavar="N", help="only the first N input frames (a quick preview)")
     p.add_argument("--segment-frames", type=_positive_int, metavar="N",
@@ -79,12 +81,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: stops the run as Ctrl-C does (finished segments kept), but exits 128 + 15."""
+
+
 def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
+    raise _Terminated
+
+
+SIGTERM_EXIT = 128 + signal.SIGTERM      # 143, as a shell reports a process ended by SIGTERM
 
 
 def run(args: argparse.Namespace) -> int:
     from dainrt.runtime import RunOptions, run as run_film, summary_line
+    from dainrt.runtime.pipeline import Interrupted
 
     from .engine_args import engine_choice
 
@@ -92,16 +102,25 @@ def run(args: argparse.Namespace) -> int:
     choice = None if args.dry_run else engine_choice(args)
     opts = RunOptions(
         input=args.input, output=args.output, fps=args.fps, factor=args.factor,
-        backend=choice.backend if choice else args.backend, backend_options=choice.options if choice else {},
+        backend=choice.backend if choice else (args.backend or "torch"),
+        backend_options=choice.options if choice else {},
         weights=args.weights, device=args.device, report=args.report, dedup=args.dedup,
         dedup_threshold=args.dedup_threshold, scene_threshold=args.scene_threshold, scene_mode=args.scene_mode,
         codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume,
         segment_frames=args.segment_frames, input_fps=args.input_fps, max_frames=args.max_frames,
-        dry_run=args.dry_run, progress=False if args.no_progress else None,
+        dry_run=args.dry_run, progress=False if args.no_progress else None, overwrite=args.overwrite,
     )
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         result = run_film(opts)
+    except Interrupted as err:
+        if isinstance(err.__context__, _Terminated):
+            err.exit_code = SIGTERM_EXIT
+        raise
+    except _Terminated:
+        err = Interrupted("terminated (SIGTERM) before the run started; nothing was written")
+        err.exit_code = SIGTERM_EXIT
+        raise err from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary_line(result))

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from . import _args as A
+
+OUTPUTS = ("last.pth", "best.pth", "best-fp16.pth", "log.jsonl")   # what `train` writes into OUTDIR
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,29 +21,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         "phase's validation score on held-out generated clips, loadable with --weights) and "
         "log.jsonl. Uses CUDA when present.",
     )
-    p.add_argument("out", metavar="OUTDIR", help="folder for checkpoints and the log")
+    p.add_argument("out", type=A.path, metavar="OUTDIR", help="folder for checkpoints and the log")
     p.add_argument("--phase", choices=("features", "flow", "full"), default="full", help="what to train (default full)")
-    p.add_argument("--width", type=float, default=0.5, help="channel width multiplier of a new model (default 0.5)")
-    p.add_argument("--init", metavar="CKPT", help="start from these weights instead of a new model")
+    p.add_argument("--width", type=A.float_range(0, 1, lo_open=True), default=0.5, help="channel width multiplier of a new model (default 0.5)")
+    p.add_argument("--init", type=A.existing_file, metavar="CKPT", help="start from these weights instead of a new model")
     p.add_argument("--resume", action="store_true", help="continue from OUTDIR/last.pth if it exists")
-    p.add_argument("--steps", type=int, default=1000, help="total optimizer steps (default 1000)")
-    p.add_argument("--max-minutes", type=float, metavar="M", help="stop (and save) after M minutes of this run")
-    p.add_argument("--size", type=int, default=128, help="crop side, a multiple of 64 (default 128)")
-    p.add_argument("--batch", type=int, default=4, help="clips per step (default 4)")
-    p.add_argument("--lr", type=float, default=5e-4,
+    A.add_overwrite(p, "a training already in OUTDIR (last.pth, best.pth, best-fp16.pth, log.jsonl) with a new one")
+    p.add_argument("--steps", type=A.int_range(1), default=1000, help="total optimizer steps (default 1000)")
+    p.add_argument("--max-minutes", type=A.float_range(0, lo_open=True), metavar="M", help="stop (and save) after M minutes of this run")
+    p.add_argument("--size", type=A.int_range(64, 4096), default=128, help="crop side, a multiple of 64 (default 128)")
+    p.add_argument("--batch", type=A.int_range(1), default=4, help="clips per step (default 4)")
+    p.add_argument("--lr", type=A.float_range(0, lo_open=True), default=5e-4,
                    help="learning rate (Adam for features/flow, Adamax for full; default 5e-4, official)")
-    p.add_argument("--flow-lr-mult", type=float, default=0.01, help="flow net lr multiplier, 0 freezes (default 0.01)")
-    p.add_argument("--depth-lr-mult", type=float, default=0.001, help="depth net lr multiplier, 0 freezes (default 0.001)")
-    p.add_argument("--flow-loss", type=float, default=0.0, help="full phase: weight of the supervised flow loss (default 0)")
-    p.add_argument("--max-motion", type=float, default=40.0, metavar="PX",
+    p.add_argument("--flow-lr-mult", type=A.float_range(0), default=0.01, help="flow net lr multiplier, 0 freezes (default 0.01)")
+    p.add_argument("--depth-lr-mult", type=A.float_range(0), default=0.001, help="depth net lr multiplier, 0 freezes (default 0.001)")
+    p.add_argument("--flow-loss", type=A.float_range(0), default=0.0, help="full phase: weight of the supervised flow loss (default 0)")
+    p.add_argument("--max-motion", type=A.float_range(0, lo_open=True), default=40.0, metavar="PX",
                    help="largest layer motion in the training clips, pixels (default 40; validation keeps 40)")
-    p.add_argument("--images", nargs="+", metavar="DIR",
+    p.add_argument("--images", type=A.existing_folder, nargs="+", metavar="DIR",
                    help="folders of pictures used as textures (default: sample pictures of installed packages)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-every", type=int, default=200, help="validate every N steps (default 200)")
-    p.add_argument("--save-every", type=int, default=50, help="save the resumable state every N steps (default 50)")
-    p.add_argument("--device", default="auto", help="auto (default: cuda if present), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--seed", type=A.int_range(0, 2**32 - 1), default=0, help="random seed (default 0)")
+    p.add_argument("--val-every", type=A.int_range(1), default=200, help="validate every N steps (default 200)")
+    p.add_argument("--save-every", type=A.int_range(1), default=50, help="save the resumable state every N steps (default 50)")
+    p.add_argument("--device", type=A.text, default="auto", help="auto (default: cuda if present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=A.int_range(1), metavar="N",
                    help="CPU threads for training (default: torch's; 1 is much faster on a busy shared machine)")
     p.set_defaults(func=run)
 
@@ -47,17 +52,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from dainrt.base.errors import DainrtError
+    from dainrt.base.outputs import check_outputs
     from dainrt.training.train import TrainConfig, train
 
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise DainrtError(f"OUTDIR {out} is a file; give a folder for the checkpoints and the log")
+    if args.device != "auto":
+        from dainrt.engine.backend import resolve_device
+
+        resolve_device(args.device)
+    files = [out / name for name in OUTPUTS]
+    resuming = args.resume and (out / "last.pth").is_file()
+    if out.is_dir():
+        # Continuing with --resume rewrites this training's own files; anything else is a new
+        # training that replaces an old one only with -y. --init is never one of the outputs.
+        found = [f.name for f in files if f.exists()]
+        if found and not (args.overwrite or resuming):
+            raise DainrtError(f"{out} holds a training ({', '.join(found)}): add --resume to continue it, "
+                              f"or -y/--overwrite to start a new one over it")
+        check_outputs([(None, f) for f in files], [args.init], True)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     cfg = TrainConfig(
-        out=args.out, phase=args.phase, width=args.width, size=args.size, batch=args.batch, steps=args.steps,
+        out=str(args.out), phase=args.phase, width=args.width, size=args.size, batch=args.batch, steps=args.steps,
         lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss, max_motion=args.max_motion,
-        seed=args.seed, init=args.init, images=args.images, val_every=args.val_every,
+        seed=args.seed, init=None if args.init is None else str(args.init),
+        images=None if args.images is None else [str(d) for d in args.images], val_every=args.val_every,
         save_every=args.save_every, max_minutes=args.max_minutes, device=args.device,
     )
+    if not resuming and args.overwrite:
+        (out / "log.jsonl").unlink(missing_ok=True)     # a new training starts a new log
     metrics = train(cfg, resume=args.resume, log=lambda line: print(line, flush=True))
     print(f"last validation: PSNR {metrics['val_psnr']:.2f} dB (blend {metrics['val_blend_psnr']:.2f}), "
           f"flow EPE {metrics['val_epe']:.3f} px; best.pth is the best by the phase's score")

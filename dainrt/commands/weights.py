@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from dainrt.base.errors import DainrtError
+from dainrt.base.errors import DainrtError, OptionError
 from dainrt.model.weights import OFFICIAL_BLOB_ID
+
+from . import _args as A
 
 SHOWN = 10   # offending keys listed per kind in a failed verify
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of its width: every float key present with the right shape, no unexpected keys. Prints "
         "'OK: N parameters, width W' and exits 0, or lists the offending keys and exits 1.",
     )
-    v.add_argument("path", type=Path, metavar="PATH", help="checkpoint file (.pth)")
+    v.add_argument("path", type=A.path, metavar="PATH", help="checkpoint file (.pth)")
     v.set_defaults(func=run_verify)
 
     d = actions.add_parser(
@@ -45,13 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     source = d.add_mutually_exclusive_group(required=True)
     source.add_argument("--official", action="store_true",
                         help=f"the official checkpoint (git blob {OFFICIAL_BLOB_ID[:12]}...) into the weights cache")
-    source.add_argument("--url", help="http:// or https:// address of a checkpoint")
-    d.add_argument("--mirror", metavar="URL", help="with --official: fetch it from this address instead")
+    source.add_argument("--url", type=A.text, help="http:// or https:// address of a checkpoint")
+    d.add_argument("--mirror", type=A.text, metavar="URL", help="with --official: fetch it from this address instead")
     digest = d.add_mutually_exclusive_group()
-    digest.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
-    digest.add_argument("--blob-id", metavar="HEX", help="expected git blob id of the file (40 hex digits)")
-    d.add_argument("-o", "--output", type=Path, metavar="PATH",
-                   help="with --url: where to save it (default: <cache>/weights/best.pth, which is found automatically)")
+    digest.add_argument("--sha256", type=A.text, metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
+    digest.add_argument("--blob-id", type=A.text, metavar="HEX", help="expected git blob id of the file (40 hex digits)")
+    d.add_argument("-o", "--output", type=A.path, metavar="PATH",
+                   help="with --url: where to save it (default: <cache>/weights/best.pth, which is found "
+                   "automatically; missing folders are made)")
+    A.add_overwrite(d, "a file of another digest at PATH")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=run_download)
 
@@ -62,10 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "width. Width 1 with seed 0 is the golden test checkpoint. The pictures it makes are "
         "meaningless blurs: use it for tests, benchmarks and engine builds only.",
     )
-    i.add_argument("--width", type=float, default=1.0, metavar="W",
+    i.add_argument("--width", type=A.float_range(0, 1, lo_open=True), default=1.0, metavar="W",
                    help="channel width multiplier in (0, 1]; 1 is the official network (default 1)")
-    i.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, 0 <= N < 2**32 (default 0)")
-    i.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="checkpoint file to write")
+    i.add_argument("--seed", type=A.int_range(0, 2**32 - 1), default=0, metavar="N", help="random seed, 0 <= N < 2**32 (default 0)")
+    i.add_argument("-o", "--output", type=A.path, required=True, metavar="PATH",
+                   help="checkpoint file to write (missing folders are made)")
+    A.add_overwrite(i, "PATH")
     i.set_defaults(func=run_init)
 
 
@@ -124,6 +129,8 @@ def _print_keys(title: str, items: list[str]) -> None:
 def run_download(args: argparse.Namespace) -> int:
     from dainrt.model.weights import OFFICIAL_URL, cached_weights_path, download, download_official
 
+    from dainrt.base.outputs import check_outputs
+
     if args.official:
         if args.output is not None or args.sha256 is not None:
             raise DainrtError("--official goes to the weights cache and is checked by its git blob id: "
@@ -135,8 +142,16 @@ def run_download(args: argparse.Namespace) -> int:
             raise DainrtError("--mirror goes with --official; with --url the address is the source")
         if args.sha256 is None and args.blob_id is None:
             raise DainrtError("--url needs the file's expected digest: --sha256 HEX or --blob-id HEX")
+        if args.output is not None:
+            # a named file's folder must exist (the default cache folder is made); whether the file
+            # itself may be replaced is decided by download() once it knows the file's digest
+            check_outputs([("output", args.output)], overwrite=True, make_folders=True)
         out = args.output if args.output is not None else cached_weights_path()
-        path = download(args.url, args.sha256, out, progress=not args.no_progress, blob_id=args.blob_id)
+        try:
+            path = download(args.url, args.sha256, out, progress=not args.no_progress, blob_id=args.blob_id,
+                            overwrite=args.overwrite)
+        except OptionError as err:
+            raise (OptionError("output", err.problem) if err.option == "out" else err) from None
     print(path)
     return 0
 
@@ -151,6 +166,9 @@ def run_init(args: argparse.Namespace) -> int:
         raise DainrtError(f"--width: {err}") from None
     if not 0 <= args.seed < 2**32:
         raise DainrtError(f"--seed must be in [0, 2**32), got {args.seed}")
+    from dainrt.base.outputs import check_outputs
+
+    check_outputs([("output", args.output)], overwrite=args.overwrite, make_folders=True)
     state_dict = synthetic_state_dict(config, seed=args.seed)
     path = save_checkpoint(state_dict, config, args.output)
     count = verify_state_dict(state_dict, config).param_count
