@@ -564,7 +564,10 @@ def _memory_estimate(opts: RunOptions, info: InputInfo) -> dict:
         from dainrt.model.checkpoint import load_checkpoint
         from dainrt.model.weights import resolve_weights
 
-        config = load_checkpoint(resolve_weights(opts.weights))[1]
+        try:
+            config = load_checkpoint(resolve_weights(opts.weights))[1]
+        except DainrtError as err:            # the plan stands without it; the real run will say the same
+            return {"line": f"estimated peak memory: none ({err})", "bytes": None}
     device = str(opts.device).split(":")[0]
     options = {k: opts.backend_options[k] for k in ("precision", "kernels", "compile") if k in opts.backend_options}
     try:
