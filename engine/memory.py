@@ -29,6 +29,9 @@ R = `ModelConfig.rectify_channels` = 45 + 2 Ck (437 at width 1):
   R + c(128) + 8 values per pixel during that conv).
 * **caller's frames**: the two unpadded input frames and one output frame, 3 x h x w each.
 
+Not counted: `dainrt run`'s host-side decode and encode queues (up to 2 x 8 pictures of
+3 x h x w bytes at 8 bit, about 50 MB at 1080p) and the encoder's own buffers.
+
 On CUDA the estimate is what torch's allocator holds at the peak (compare
 `torch.cuda.max_memory_allocated`); the device also needs the CUDA context and cuDNN/cuBLAS
 workspaces, added as `overhead_bytes` (`CUDA_OVERHEAD_BYTES`, a typical figure, not a shape).
