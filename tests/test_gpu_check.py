@@ -85,7 +85,7 @@ def test_run_step_records_failure_in_one_line():
     assert report["steps"][0]["detail"] == "RuntimeError: CUDA out of memory."
 
 
-def test_throughput_and_memory_rows_on_cpu():
+def test_throughput_and_memory_rows_on_cpu(one_thread):
     """The throughput step's measuring code, for real, on a tiny frame with a tiny model."""
     config = ModelConfig(0.25)
     model = DAIN(config)
@@ -100,7 +100,7 @@ def test_throughput_and_memory_rows_on_cpu():
     assert late[0]["ms_per_frame"] is None and "budget" in late[0]["note"]
 
 
-def test_psnr_step_on_cpu_small_crops():
+def test_psnr_step_on_cpu_small_crops(one_thread):
     report = {}
     status, detail, _ = gc.step_psnr(report, "cpu", max_w=64, max_h=64)
     assert status == "ok", detail
