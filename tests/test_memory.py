@@ -78,6 +78,8 @@ def test_dry_run_prints_the_estimated_peak(tmp_path, capsys):
 
 def test_dry_run_without_usable_weights_still_plans(tmp_path, capsys):
     clip = write_clip(str(tmp_path / "in.mp4"), moving(3, 96, 64), rate=24)
-    assert main(["run", clip, "--factor", "2", "--dry-run", "--weights", str(tmp_path / "missing.pth")]) == 0
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a checkpoint")
+    assert main(["run", clip, "--factor", "2", "--dry-run", "--weights", str(bad)]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if "estimated peak" in x]
-    assert len(line) == 1 and "none (" in line[0] and "missing.pth" in line[0]
+    assert len(line) == 1 and "none (" in line[0] and "bad.pth is not a readable PyTorch checkpoint" in line[0]
