@@ -18,8 +18,8 @@ cannot leak into the next. In it:
 
 The workers run with glibc's `MALLOC_MMAP_THRESHOLD_` fixed at 1 MiB (`--allocator fixed`,
 the default): glibc's default threshold moves with the sizes freed so far, and the same
-measurement then varied by 30 % from one process to the next (512 and 649 MiB for 256x256
-at width 0.5). `--allocator default` leaves glibc alone.
+measurement then moved by 137 MiB from one process to the next (512 and 649 MiB for 256x256
+at width 0.5, baseline then taken before the warm-up). `--allocator default` leaves glibc alone.
 
 The estimate is `estimate_memory(...).tensors` for the same size, width, precision fp32 on the
 CPU. The table: size, model width, estimate, measured (MiB), estimate / measured.
