@@ -313,6 +313,8 @@ def _bench(opts: BenchOptions) -> dict:
     variants, skipped = plan_variants(model, device, families, opts.threads)
     for s in skipped:
         log(f"skip {s['backend']} {s['precision']}: {s['reason']}")
+    for e in memory_estimates(model.config, sizes, device, variants):
+        log(e["line"])
     rows: list[dict] = []
     mem_notes: set[str] = set()
 
@@ -366,6 +368,7 @@ def _bench(opts: BenchOptions) -> dict:
             v.release()
             _release(device)
     _derive(rows, sizes, factors, model, machine.get("gpu"), accuracy)
+    estimates = memory_estimates(model.config, sizes, device, variants)
     if mem_notes:
         machine["peak_memory_note"] = "; ".join(sorted(mem_notes))
     config = {
@@ -373,7 +376,26 @@ def _bench(opts: BenchOptions) -> dict:
         "runs": runs, "warmup": warmup, "backends": families, "weights": weights_desc,
         "width": model.config.width, "padding": "official",
     }
-    return rep.make_report(machine, rep.versions(), rep.git_commit(), config, rows, skipped, accuracy)
+    report = rep.make_report(machine, rep.versions(), rep.git_commit(), config, rows, skipped, accuracy)
+    report["memory_estimates"] = estimates
+    return report
+
+
+def memory_estimates(config, sizes, device: torch.device, variants: Sequence[Variant]) -> list[dict]:
+    """The estimated peak memory (`engine/memory.py`) of each torch precision benchmarked, per
+    size: {"size", "backend", "precision", "device", "estimate_mb" (MiB), "line"}. Compare it with
+    the measured `peak_mem_mb` (CPU: the process's whole RSS, libraries included)."""
+    from dainrt.engine.memory import estimate_memory, memory_line
+
+    out = []
+    precisions = sorted({v.precision for v in variants if v.backend.startswith("torch")})
+    for w, h in sizes:
+        for precision in precisions:
+            est = estimate_memory(config, h, w, device.type, precision)
+            out.append({"size": size_label(w, h), "backend": "torch", "precision": precision,
+                        "device": device.type, "estimate_mb": est.total / 2**20,
+                        "line": memory_line(config, h, w, device.type, "torch", precision)})
+    return out
 
 
 def _one_line(err: Exception) -> str:

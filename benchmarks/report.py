@@ -148,6 +148,8 @@ def format_table(report: dict) -> str:
     out.append(f"weights: {cfg.get('weights')}; warm-up {cfg.get('warmup')}, runs {cfg.get('runs')}; "
                "end_to_end times are per output frame on a stream, stage times per call; "
                "stage speed-up is vs torch fp32 eager of the same stage")
+    for e in report.get("memory_estimates", []):
+        out.append(e["line"])
     for s in report.get("skipped", []):
         out.append(f"skipped {s['backend']} {s['precision']}: {s['reason']}")
     return "\n".join(out)

@@ -580,8 +580,34 @@ def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) 
     frames_out = len(plan)
     result = _report_dict(opts, info, grid, settings, report, frames_out, time.perf_counter() - t_start, list(info.notes))
     result.update({"dry_run": True, "backend": opts.backend, "device": str(opts.device), "plan": plan})
+    result["memory"] = _memory_estimate(opts, info)
     _write_report(opts.report, result)
     return result
+
+
+def _memory_estimate(opts: RunOptions, info: InputInfo) -> dict:
+    """The estimated peak memory of this run (`engine/memory.py`): {"line": one line for the
+    user, "bytes": the parts in bytes, or None where the backend has no estimate}. Reads the
+    checkpoint's model width (the model itself is not built)."""
+    from dainrt.engine.memory import estimate_memory, memory_line
+
+    if opts.model is not None:
+        config = opts.model.config
+    else:
+        from dainrt.model.checkpoint import load_checkpoint
+        from dainrt.model.weights import resolve_weights
+
+        try:
+            config = load_checkpoint(resolve_weights(opts.weights))[1]
+        except DainrtError as err:            # the plan stands without it; the real run will say the same
+            return {"line": f"estimated peak memory: none ({err})", "bytes": None}
+    device = str(opts.device).split(":")[0]
+    options = {k: opts.backend_options[k] for k in ("precision", "kernels", "compile") if k in opts.backend_options}
+    try:
+        parts = estimate_memory(config, info.height, info.width, device, backend=opts.backend, **options).to_dict()
+    except ValueError:
+        parts = None
+    return {"line": memory_line(config, info.height, info.width, device, opts.backend, **options), "bytes": parts}
 
 
 def summary_line(result: dict) -> str:

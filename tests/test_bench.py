@@ -95,6 +95,10 @@ def test_bench_json_has_every_field(bench_json, capsys):
             assert 40 < row["psnr_vs_fp32"] < 999
     for s in r["skipped"]:
         assert set(s) == {"backend", "precision", "reason"} and s["reason"]
+    # the estimated peak memory (engine/memory.py) of each torch precision benchmarked, per size
+    (est,) = r["memory_estimates"]
+    assert (est["size"], est["backend"], est["precision"], est["device"]) == ("64x64", "torch", "fp32", "cpu")
+    assert est["estimate_mb"] > 0 and est["line"].startswith("estimated peak RAM")
     # Unavailable variants are skipped with a reason, never silently.
     ran = {(row["backend"], row["precision"]) for row in r["results"]}
     assert ran == {("baseline", "fp32"), ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")}
@@ -130,6 +134,7 @@ def test_bench_prints_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "baseline" in out and "end_to_end" in out and "rectify" in out and "speedup" in out
+    assert "estimated peak RAM (resident, beyond the loaded libraries):" in out and "at 64x64 (padded 128x128)" in out
 
 
 def test_bench_rejects_bad_options(capsys):

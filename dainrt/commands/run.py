@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segment-frames", type=_positive_int, metavar="N",
                    help="output frames per resumable segment (default: 10 seconds of output)")
     p.add_argument("--dry-run", action="store_true",
-                   help="decode, detect and plan only (no model, no output); with --report, the plan is in it")
+                   help="decode, detect and plan only (no model, no output) and print the estimated peak memory; "
+                   "with --report, the plan and the estimate are in it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -124,5 +125,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary_line(result))
+    if result.get("memory"):                     # --dry-run: the estimated peak memory of the real run
+        print(f"dainrt: {result['memory']['line']}")
     sys.stdout.flush()
     return 0
