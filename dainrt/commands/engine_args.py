@@ -34,3 +34,21 @@ def engine_choice(args: argparse.Namespace):
         print(f"dainrt: on {device}: {choice.describe()} (the fastest path here; --backend, --precision, "
               f"--kernels choose another)", file=sys.stderr)
     return choice
+
+
+def planned_choice(args: argparse.Namespace):
+    """The choice a real run would make, for a dry run's plan and memory estimate: the same
+    defaults, but this machine is not checked (a dry run may plan for another machine's GPU)."""
+    import torch
+
+    from dainrt.base.errors import OptionError
+    from dainrt.engine.choice import EngineChoice, choose_engine
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        raise OptionError("device", f"{args.device!r} is not a device: {err}") from None
+    if args.backend in (None, "torch"):
+        return choose_engine(device, "torch", args.precision, args.kernels, args.compile)
+    default = "fp16" if args.backend == "tensorrt" else "fp32"
+    return EngineChoice(args.backend, {"precision": args.precision or default})
