@@ -31,6 +31,7 @@ from dainrt.base.files import write_json
 from dainrt.base.outputs import check_outputs, pattern_matches
 
 from . import encode as enc
+from .allocator import HeapTrimmer
 from .decode import Decoder, InputInfo, is_image_sequence, probe
 from .resume import file_identity, prepare_work_dir, work_dir_for
 from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
@@ -278,6 +279,7 @@ class _FilmRun:
                 self.detector.restore(self.state.resume["detector"], None)
         self.inference_s = self.stream_s = 0.0
         self.frames: dict[int, object] = {}      # decoded frames the planner may still use, by index
+        self.trim_heap = HeapTrimmer()           # resident memory stays flat over a long film
 
     def _check_output(self) -> list[str]:
         """Notes about what the output container can carry (checked in a scratch folder, before
@@ -384,6 +386,7 @@ class _FilmRun:
                                        self.transfers.image(b.staged), times)
         payloads = [self.transfers.download(o) for o in outs]
         self.inference_s += time.perf_counter() - t0
+        self.trim_heap()
         return payloads
 
     def _snapshot(self) -> dict:
