@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         save_every=args.save_every, max_minutes=args.max_minutes, device=args.device,
     )
     metrics = train(cfg, resume=args.resume, log=lambda line: print(line, flush=True))
-    depth = f", depth order {100 * metrics['val_depth_order']:.1f} %" if "val_depth_order" in metrics else ""
+    if "val_depth_order" in metrics:
+        print(f"last validation: depth order {100 * metrics['val_depth_order']:.1f} % of "
+              f"{metrics['val_depth_pairs']:.0f} layer pairs; best.pth is the best by it")
+        return 0
     print(f"last validation: PSNR {metrics['val_psnr']:.2f} dB (blend {metrics['val_blend_psnr']:.2f}), "
-          f"flow EPE {metrics['val_epe']:.3f} px{depth}; best.pth is the best by the phase's score")
+          f"flow EPE {metrics['val_epe']:.3f} px; best.pth is the best by the phase's score")
     return 0
