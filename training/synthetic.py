@@ -8,8 +8,11 @@ Sprites overlap and move differently, so occlusion and disocclusion happen.
 
 The frame at any time s in [0, 1] is *rendered* at that time (poses interpolated: position and
 angle linearly, scale geometrically), so the ground truth at t is exact, not interpolated.
-Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down) and layer depth come
-with each clip. Also: brightness flicker (stop-motion lighting; the gain at t is interpolated
+Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down), layer depth and, for
+frames 0 and 1, which layer each pixel shows and which layers overlap (`LayerTruth`, the depth
+phase's supervision) come with each clip. `ClipSettings` can widen the motion (camera pans as
+large as the layers' own motion, sprites kept on screen half-way) and draw x4 gaps (t = 0.25 /
+0.5 / 0.75); its defaults draw exactly the clips of earlier versions. Also: brightness flicker (stop-motion lighting; the gain at t is interpolated
 linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
 
 Everything is seeded: `SyntheticClips(seed=s)[i]` is the same clip on every call.
