@@ -152,3 +152,15 @@ def test_eval_command_user_mistakes(capsys, argv, message):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("dainrt: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_zero_depth_ablation_gives_log_depth_zero():
+    from dainrt.model import DAIN, ModelConfig
+
+    torch.manual_seed(0)
+    model = DAIN(ModelConfig(0.25)).eval()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert float(model.depthNet(image).abs().max()) > 0
+        assert E.zero_depth(model) is model
+        assert float(model.depthNet(image).abs().max()) == 0.0

@@ -79,6 +79,20 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
+def zero_depth(model):
+    """The depth ablation: zero the depth net's output conv (weights and bias), so its log-depth
+    is 0 everywhere and the flow projection weighs every source pixel alike, as an untrained
+    depth net does. Changes `model` (a `DAIN`) in place and returns it."""
+    import torch
+
+    out = model.depthNet[-1]
+    with torch.no_grad():
+        out.weight.zero_()
+        if out.bias is not None:
+            out.bias.zero_()
+    return model
+
+
 def find_sequences(root: str | os.PathLike) -> list[Path]:
     """`root` itself if it holds the three frames, else its sub-folders that do (sorted)."""
     root = Path(root)

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --video: how many evenly spaced triplets to try (default 12 for S=2, 8 for S=4)")
     p.add_argument("--no-minterpolate", dest="minterpolate", action="store_false",
                    help="skip the minterpolate baseline")
+    p.add_argument("--zero-depth", action="store_true",
+                   help="ablation: run the model with its depth net's output zeroed (log-depth 0: "
+                   "colliding projections averaged instead of the nearer one winning)")
     p.add_argument("--json", metavar="PATH", help="also write every row and the mean to PATH as JSON")
     p.add_argument("--weights", metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, the cache, then the bundled model)")
     p.add_argument("--backend", default="torch", help="torch (default) or another installed backend")
@@ -50,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     from dainrt.api import Interpolator
 
-    interp = Interpolator(args.weights, backend=args.backend, device=args.device)
+    weights = args.weights
+    if args.zero_depth:
+        from dainrt.api import _load
+
+        weights = E.zero_depth(_load(args.weights))
+    interp = Interpolator(weights, backend=args.backend, device=args.device)
     if args.video is not None:
         results = E.evaluate_video(triplets, interp, args.minterpolate)
         about = {"video": args.video, "spacing": args.spacing, "triplets": [t.first for t in triplets]}
@@ -60,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
         about = {"dir": args.dir}
         print(E.format_table(results))
     if args.json:
-        E.write_json(args.json, results, **about, weights=args.weights, backend=args.backend)
+        E.write_json(args.json, results, **about, weights=args.weights, zero_depth=args.zero_depth, backend=args.backend)
     return 0
