@@ -27,7 +27,7 @@ KINDS = {
     ("run", "device"): "text", ("run", "report"): "out_file", ("run", "codec"): "text", ("run", "pix_fmt"): "text",
     ("run", "scene_mode"): "text",
     ("compare", "output"): "out_file",
-    ("eval", "weights"): "in_file", ("eval", "backend"): "text", ("eval", "device"): "text", ("eval", "json"): "out_file",
+    ("eval", "weights"): "in_file", ("eval", "backend"): "text", ("eval", "device"): "text", ("eval", "json"): "out_file", ("eval", "video"): "in_file",
     ("export", "output"): "out_folder", ("export", "weights"): "in_file", ("export", "precision"): "text",
     ("bench", "device"): "text", ("bench", "sizes"): "text", ("bench", "backends"): "text", ("bench", "json"): "out_file",
     ("bench", "weights"): "in_file", ("bench", "pairs"): "in_folder",

@@ -8,8 +8,11 @@ Sprites overlap and move differently, so occlusion and disocclusion happen.
 
 The frame at any time s in [0, 1] is *rendered* at that time (poses interpolated: position and
 angle linearly, scale geometrically), so the ground truth at t is exact, not interpolated.
-Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down) and layer depth come
-with each clip. Also: brightness flicker (stop-motion lighting; the gain at t is interpolated
+Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down), layer depth and, for
+frames 0 and 1, which layer each pixel shows and which layers overlap (`LayerTruth`, the depth
+phase's supervision) come with each clip. `ClipSettings` can widen the motion (camera pans as
+large as the layers' own motion, sprites kept on screen half-way) and draw x4 gaps (t = 0.25 /
+0.5 / 0.75); its defaults draw exactly the clips of earlier versions. Also: brightness flicker (stop-motion lighting; the gain at t is interpolated
 linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
 
 Everything is seeded: `SyntheticClips(seed=s)[i]` is the same clip on every call.
@@ -113,16 +116,51 @@ def _sample(layer: Layer, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tenso
     return out[:3] / alpha.clamp(min=1e-6) * (alpha > 0), alpha
 
 
-def render(scene: Scene, s: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scene at time s: image (3,H,W) (gain not applied) and depth (1,H,W), alpha-composited."""
+SOLID_ALPHA = 0.98       # a layer at least this opaque hides what lies behind it
+CLEAR_ALPHA = 0.02       # a layer at most this opaque does not show
+MIN_OVERLAP_PX = 4       # two layers overlap when both cover (alpha >= 0.5) this many pixels
+
+
+class LayerTruth(NamedTuple):
+    """Which layer each pixel shows and which layers overlap, at one time s.
+
+    index (1,H,W) int64: the layer (0 = background, larger = nearer, as `Scene.layers`) seen at
+    each pixel, -1 where no single layer is seen (soft edges, a layer showing through another);
+    overlap (L,L) bool, symmetric, False on the diagonal: the two layers' shapes (alpha >= 0.5,
+    hidden parts included) share at least `MIN_OVERLAP_PX` pixels. L = len(scene.layers).
+    """
+
+    index: torch.Tensor
+    overlap: torch.Tensor
+
+
+def render_layers(scene: Scene, s: float) -> tuple[torch.Tensor, torch.Tensor, LayerTruth]:
+    """`render` plus the `LayerTruth` at time s (same compositing, no extra sampling)."""
     xs, ys = _screen(scene.height, scene.width)
     image = torch.zeros(3, scene.height, scene.width)
     depth = torch.zeros(1, scene.height, scene.width)
-    for layer in scene.layers:
+    index = torch.full((1, scene.height, scene.width), -1, dtype=torch.long)
+    clean = torch.zeros(1, scene.height, scene.width, dtype=torch.bool)
+    shapes = []
+    for k, layer in enumerate(scene.layers):
         u, v = _to_texture(pose_at(layer.start, layer.end, s), xs, ys)
         rgb, alpha = _sample(layer, u, v)
         image = image + alpha * (rgb - image)
         depth = depth + alpha * (layer.depth - depth)
+        solid, shows = alpha >= SOLID_ALPHA, alpha > CLEAR_ALPHA
+        index = torch.where(alpha >= 0.5, k, index)
+        clean = torch.where(solid, True, clean & ~shows)
+        shapes.append((alpha >= 0.5).flatten())
+    index = torch.where(clean, index, -1)
+    cover = torch.stack(shapes).float()                  # (L, H*W)
+    overlap = (cover @ cover.T) >= MIN_OVERLAP_PX
+    overlap.fill_diagonal_(False)
+    return image, depth, LayerTruth(index, overlap)
+
+
+def render(scene: Scene, s: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scene at time s: image (3,H,W) (gain not applied) and depth (1,H,W), alpha-composited."""
+    image, depth, _ = render_layers(scene, s)
     return image, depth
 
 
@@ -334,7 +372,13 @@ def load_images(dirs: Sequence[str | Path] | None = None) -> list[torch.Tensor]:
 
 
 class Clip(NamedTuple):
-    """frame0, frame1, frame_t (3,H,W) in [0,1]; t; flow01, flow10 (2,H,W) px; depth0, depth1 (1,H,W)."""
+    """frame0, frame1, frame_t (3,H,W) in [0,1]; t; flow01, flow10 (2,H,W) px; depth0, depth1
+    (1,H,W) alpha-composited layer depth (larger = farther, background 100).
+
+    Layer truth of frames 0 and 1 (see `LayerTruth`), padded to L = max_sprites + 1 layers so
+    that clips of one set stack: layers0, layers1 (1,H,W) int64 layer seen per pixel (-1: none);
+    layer_depth (L,) the layers' depths (0: no such layer); overlap0, overlap1 (L,L) bool.
+    """
 
     frame0: torch.Tensor
     frame1: torch.Tensor
@@ -344,6 +388,11 @@ class Clip(NamedTuple):
     flow10: torch.Tensor
     depth0: torch.Tensor
     depth1: torch.Tensor
+    layers0: torch.Tensor
+    layers1: torch.Tensor
+    layer_depth: torch.Tensor
+    overlap0: torch.Tensor
+    overlap1: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -359,6 +408,10 @@ class ClipSettings:
     flicker: float = 0.06          # std of the per-frame gain
     noise: float = 0.01            # largest sensor-noise std on the inputs
     middle_chance: float = 0.7     # t = 0.5, else t uniform in [0.1, 0.9]
+    # Large motion and x4 gaps (the defaults keep the draws of earlier versions bit for bit).
+    pan_scale: float = 0.5         # camera pan = a `_motion` draw times this (1: pans up to max_motion)
+    centred: bool = False          # place each sprite's *mid* pose on screen (large motions stay in view)
+    quarter_chance: float = 0.0    # t drawn from 0.25 / 0.5 / 0.75 (an x4 gap), before middle_chance
 
 
 class SyntheticClips(torch.utils.data.Dataset):
@@ -395,9 +448,11 @@ class SyntheticClips(torch.utils.data.Dataset):
         h, w = self.height, self.width
         held = rng.chance(st.held_chance)
         pan = self._motion(rng) if rng.chance(st.pan_chance) else (0.0, 0.0)
-        pan = (pan[0] * 0.5, pan[1] * 0.5)
+        pan = (pan[0] * st.pan_scale, pan[1] * st.pan_scale)
 
         def poses(x, y, own, turn, zoom, scale) -> tuple[Pose, Pose]:
+            if st.centred and not held:            # (x, y) is where the layer is half-way
+                x, y = x - 0.5 * (own[0] + pan[0]), y - 0.5 * (own[1] + pan[1])
             start = Pose(x, y, rng.uniform(-math.pi, math.pi), scale)
             if held:
                 return start, start
@@ -427,22 +482,37 @@ class SyntheticClips(torch.utils.data.Dataset):
         if rng.chance(st.flicker_chance):
             scene.gain0, scene.gain1 = (1 + st.flicker * (torch.randn((), generator=rng.g) + 0.3 * torch.randn(3, generator=rng.g)).clamp(-3, 3)
                                         for _ in range(2))
-        t = self.t if self.t is not None else (0.5 if rng.chance(st.middle_chance) else rng.uniform(0.1, 0.9))
+        if self.t is not None:
+            t = self.t
+        elif st.quarter_chance > 0 and rng.chance(st.quarter_chance):
+            t = (0.25, 0.5, 0.75)[rng.integer(0, 2)]
+        else:
+            t = 0.5 if rng.chance(st.middle_chance) else rng.uniform(0.1, 0.9)
         return scene, float(t)
 
     def __getitem__(self, index: int) -> Clip:
         scene, t = self.scene(index)
         rng = self._rng(index + (1 << 40))          # noise stream, independent of the scene draws
-        frames, depths = [], []
+        frames, depths, truth = [], [], []
         for s in (0.0, 1.0, t):
-            image, depth = render(scene, s)
+            image, depth, layers = render_layers(scene, s)
             frames.append((image * gain_at(scene, s)).clamp(0, 1))
             depths.append(depth)
+            truth.append(layers)
         noise = rng.uniform(0, self.settings.noise)
         for i in (0, 1):        # inputs: sensor noise and 8-bit rounding; the target stays exact
             noisy = frames[i] + noise * torch.randn(frames[i].shape, generator=rng.g)
             frames[i] = (noisy.clamp(0, 1) * 255).round() / 255
-        return Clip(frames[0], frames[1], frames[2], t, flow(scene, 0.0, 1.0), flow(scene, 1.0, 0.0), depths[0], depths[1])
+        n = self.settings.max_sprites + 1
+        layer_depth = torch.zeros(n)
+        layer_depth[:len(scene.layers)] = torch.tensor([layer.depth for layer in scene.layers])
+        overlaps = []
+        for lt in truth[:2]:
+            o = torch.zeros(n, n, dtype=torch.bool)
+            o[:len(scene.layers), :len(scene.layers)] = lt.overlap
+            overlaps.append(o)
+        return Clip(frames[0], frames[1], frames[2], t, flow(scene, 0.0, 1.0), flow(scene, 1.0, 0.0), depths[0], depths[1],
+                    truth[0].index, truth[1].index, layer_depth, *overlaps)
 
 
 def collate(clips: Sequence[Clip]) -> Clip:

@@ -1,6 +1,6 @@
 """Train a DAIN of any width on procedural clips (`synthetic.py`): seeded and resumable.
 
-Three phases, all supervised by what the generator knows, meant to run in this order:
+Four phases, all supervised by what the generator knows, meant to run in this order:
 
 * ``features``: PWC-Net's feature pyramid (levels 1-4) alone: at levels 2-4 the cost volume
   between the two frames' features, read as a softmax over its 81 displacements, must pick the
@@ -10,12 +10,18 @@ Three phases, all supervised by what the generator knows, meant to run in this o
   thousands of steps; this direct signal makes the cost volumes informative in minutes.
 * ``flow``: PWC-Net alone, against the generator's ground-truth flow (multi-scale end-point
   error on every decoder level).
+* ``depth``: MegaDepth alone, against the generator's layers (`depth_loss`): a scale-invariant
+  log-depth loss on the pixels that show one layer plus a hinge on the mean log-depths of every
+  pair of overlapping layers, so that the nearer layer gets the smaller log-depth. The flow
+  projection weighs a source pixel by ``exp(-log-depth)``, so where projections collide the
+  nearer layer then wins (an untrained depth net gives log-depth 0 everywhere: plain averaging).
+  Its validation score is the depth-order accuracy (`depth_order_accuracy`).
 * ``full``: the whole network end to end, Charbonnier loss on the rectified output against the
   rendered in-between frame (the official loss), with the official per-module learning-rate
   multipliers (flow x0.01, depth x0.001). A multiplier of 0 freezes that module: it then runs
   without autograd, so the flow projection fills its holes exactly as at inference.
 
-``features`` and ``flow`` use Adam (PWC-Net's recipe), ``full`` Adamax (DAIN's); the learning
+``features``, ``flow`` and ``depth`` use Adam (PWC-Net's recipe), ``full`` Adamax (DAIN's); the learning
 rate follows a cosine from ``lr`` down to 10 % of it over ``steps``. A fresh model is He-initialised (PWC's feature pyramid then normalised on
 generated frames, `center_features`) and starts as a flow-warped blend: the kernel
 heads' last conv gives plain bilinear taps (1 on the inner 2x2, 0 elsewhere), the rectify net's
@@ -24,7 +30,7 @@ last conv gives 0 and the depth net's last conv gives log-depth 0 (equal project
 State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
 ``save_every`` steps and at the end; ``resume=True`` continues from it. The model with the best
 validation score (held-out clips, t = 0.5, inference mode: PSNR of the output, or for
-``features`` the cost-volume loss) is kept as ``OUT/best.pth`` and, in
+``features`` the cost-volume loss, ``flow`` the end-point error, ``depth`` the depth-order accuracy) is kept as ``OUT/best.pth`` and, in
 FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`).
 Every log line is also appended as JSON to ``OUT/log.jsonl``.
 """
@@ -62,7 +68,10 @@ CHARBONNIER_EPS = 1e-6
 VAL_SEED_OFFSET = 1_000_003          # validation clips come from another seed: never trained on
 
 
-PHASES = ("features", "flow", "full")
+PHASES = ("features", "flow", "depth", "full")
+DEPTH_SI_LAMBDA = 0.85               # scale-invariant loss: 1 ignores a global offset, 0 is plain L2
+DEPTH_MARGIN = 0.3                   # hinge: nearer layer's mean log-depth this much below the farther's
+DEPTH_MIN_PIXELS = 16                # a layer counts in the ordinal loss / metric when this many pixels show it
 
 
 @dataclass
@@ -78,6 +87,11 @@ class TrainConfig:
     depth_lr_mult: float = 0.001
     flow_loss: float = 0.0           # full phase: weight of the supervised flow loss (0: off)
     max_motion: float = 40.0         # largest layer motion (px) in the training clips
+    pan_scale: float = 0.5           # camera pan up to max_motion x this (ClipSettings)
+    centred: bool = False            # sprites half-way through their motion are on screen
+    quarter_chance: float = 0.0      # share of clips at t = 0.25 / 0.5 / 0.75 (x4 gaps)
+    flicker_chance: float = 0.3      # share of clips with brightness flicker
+    ordinal_loss: float = 1.0        # depth phase: weight of the pairwise hinge next to the SI loss
     seed: int = 0
     init: str | None = None          # start from these weights (dainrt or official checkpoint)
     images: list[str] | None = None  # picture folders for textures (None: installed packages')
@@ -169,7 +183,9 @@ def build_model(cfg: TrainConfig, images: list[torch.Tensor] | None = None) -> D
 
 def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Module]]:
     """Optimizer parameter groups (lr multiplier per module) and the frozen modules (0)."""
-    if cfg.phase != "full":
+    if cfg.phase == "depth":
+        mults = {"depthNet": 1.0}
+    elif cfg.phase != "full":
         mults = {"flownets": 1.0}
     else:
         mults = {"flownets": cfg.flow_lr_mult, "depthNet": cfg.depth_lr_mult}
@@ -273,6 +289,67 @@ def _cost_volume_loss(feats0: tuple[torch.Tensor, ...], feats1: tuple[torch.Tens
     return total
 
 
+def layer_means(log_depth: torch.Tensor, index: torch.Tensor, n_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean predicted log-depth per layer over the pixels that show it.
+
+    log_depth (B,1,H,W); index (B,1,H,W) int64, the layer each pixel shows (-1: none). Returns
+    means (B,L) (0 for a layer with no pixel) and pixel counts (B,L), L = n_layers.
+    """
+    b = log_depth.shape[0]
+    valid = index >= 0
+    slot = torch.where(valid, index, n_layers).flatten(1)            # -1 -> a spare slot
+    values = torch.where(valid, log_depth, 0.0).flatten(1)
+    sums = log_depth.new_zeros(b, n_layers + 1).scatter_add(1, slot, values)[:, :n_layers]
+    counts = log_depth.new_zeros(b, n_layers + 1).scatter_add(1, slot, valid.flatten(1).to(log_depth.dtype))[:, :n_layers]
+    return sums / counts.clamp(min=1), counts
+
+
+def _ordered_pairs(layer_depth: torch.Tensor, overlap: torch.Tensor, counts: torch.Tensor, min_pixels: int) -> torch.Tensor:
+    """(B,L,L) bool: pairs (near i, far j) of overlapping layers, both seen on >= min_pixels pixels."""
+    seen = counts >= min_pixels
+    nearer = (layer_depth[:, :, None] < layer_depth[:, None, :]) & (layer_depth[:, :, None] > 0)
+    return overlap & nearer & seen[:, :, None] & seen[:, None, :]
+
+
+def depth_order_accuracy(log_depth: torch.Tensor, index: torch.Tensor, layer_depth: torch.Tensor, overlap: torch.Tensor,
+                         min_pixels: int = DEPTH_MIN_PIXELS) -> tuple[int, int]:
+    """How many pairs of overlapping layers the predicted depth orders right: (correct, pairs).
+
+    log_depth (B,1,H,W) the depth net's output (smaller = nearer, as the flow projection reads
+    it); index (B,1,H,W) int64 layer seen per pixel (-1: none); layer_depth (B,L) true depths
+    (> 0, larger = farther; 0 = no layer); overlap (B,L,L) bool. A pair counts when both layers
+    are seen on >= `min_pixels` pixels and their true depths differ; it is right when the nearer
+    layer's mean predicted log-depth is strictly smaller (a constant depth gets every pair wrong).
+    """
+    means, counts = layer_means(log_depth.float(), index, layer_depth.shape[1])
+    pairs = _ordered_pairs(layer_depth, overlap, counts, min_pixels)
+    right = pairs & (means[:, :, None] < means[:, None, :])
+    return int(right.sum()), int(pairs.sum())
+
+
+def depth_loss(log_depth: torch.Tensor, index: torch.Tensor, layer_depth: torch.Tensor, overlap: torch.Tensor,
+               ordinal: float = 1.0) -> torch.Tensor:
+    """The ``depth`` phase's loss (shapes as `depth_order_accuracy`).
+
+    Scale-invariant log-depth error on the pixels that show one layer, per image
+    ``mean(d^2) - DEPTH_SI_LAMBDA * mean(d)^2`` with d = log-depth - log(true depth), plus
+    `ordinal` times the mean hinge ``relu(DEPTH_MARGIN - (m_far - m_near))`` over the pairs of
+    overlapping layers (m: a layer's mean predicted log-depth).
+    """
+    valid = index >= 0
+    true = torch.log(layer_depth.clamp(min=1e-3).gather(1, index.clamp(min=0).flatten(1)).view_as(log_depth))
+    d = torch.where(valid, log_depth - true, 0.0).flatten(1)
+    n = valid.flatten(1).sum(1).clamp(min=1)
+    si = ((d**2).sum(1) / n - DEPTH_SI_LAMBDA * (d.sum(1) / n) ** 2).mean()
+    if not ordinal:
+        return si
+    means, counts = layer_means(log_depth, index, layer_depth.shape[1])
+    pairs = _ordered_pairs(layer_depth, overlap, counts, DEPTH_MIN_PIXELS)
+    gap = means[:, None, :] - means[:, :, None]                    # [b, near i, far j] = m_j - m_i
+    hinge = torch.where(pairs, F.relu(DEPTH_MARGIN - gap), 0.0).sum() / pairs.sum().clamp(min=1)
+    return si + ordinal * hinge
+
+
 def pwc_flow(model: DAIN, image0: torch.Tensor, image1: torch.Tensor) -> torch.Tensor:
     """PWC flow 0->1 in full-res pixels at quarter resolution (B,2,H/4,W/4)."""
     net = model.flownets
@@ -309,9 +386,31 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[s
     return {k: v / n for k, v in out.items()}
 
 
+@torch.no_grad()
+def validate_depth(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[str, float]:
+    """Depth-order accuracy (`depth_order_accuracy`, frames 0 and 1 of every clip), the number
+    of pairs it counted and the mean scale-invariant loss, in inference mode."""
+    model.eval()
+    right = pairs = 0
+    si, n = 0.0, 0
+    for i in range(0, len(clips), batch):
+        c = collate(clips[i:i + batch])
+        images = torch.cat((c.frame0, c.frame1)).to(device)
+        index = torch.cat((c.layers0, c.layers1)).to(device)
+        layer_depth = torch.cat((c.layer_depth, c.layer_depth)).to(device)
+        overlap = torch.cat((c.overlap0, c.overlap1)).to(device)
+        log_depth = model.depthNet(images)
+        r, p = depth_order_accuracy(log_depth, index, layer_depth, overlap)
+        right, pairs = right + r, pairs + p
+        si += float(depth_loss(log_depth, index, layer_depth, overlap, ordinal=0.0)) * len(images)
+        n += len(images)
+    return {"val_depth_order": right / max(pairs, 1), "val_depth_pairs": float(pairs), "val_depth_si": si / max(n, 1)}
+
+
 def score(metrics: dict[str, float], phase: str) -> float:
     """What the best checkpoint maximises: what the phase trains."""
-    return {"features": -metrics["val_feature_loss"], "flow": -metrics["val_epe"]}.get(phase, metrics["val_psnr"])
+    key, sign = {"features": ("val_feature_loss", -1), "flow": ("val_epe", -1), "depth": ("val_depth_order", 1)}.get(phase, ("val_psnr", 1))
+    return sign * metrics[key]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +479,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         torch.manual_seed(cfg.seed)
 
     data = SyntheticClips(cfg.size, seed=cfg.seed, images=images,
-                          settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion)))
+                          settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion),
+                                                pan_scale=cfg.pan_scale, centred=cfg.centred,
+                                                quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance))
     val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5)
     val_clips = [val_set[i] for i in range(cfg.val_clips)]
     # One worker renders clips while the main process trains (it uses one thread of its own).
@@ -399,7 +500,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
 
     def checkpoint_and_validate(step: int, elapsed: float) -> dict:
         nonlocal best
-        metrics = validate(model, val_clips, device)
+        # The depth phase changes nothing but the depth net: its score alone (the network's PSNR
+        # on the same clips costs ~20x more on a CPU).
+        metrics = validate_depth(model, val_clips, device) if cfg.phase == "depth" else validate(model, val_clips, device)
         if score(metrics, cfg.phase) > best:
             best = score(metrics, cfg.phase)
             save_checkpoint(model, model.config, out / "best.pth")
@@ -420,6 +523,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
             loss = feature_loss(model.flownets, f0, f1, flow01)
         elif cfg.phase == "flow":
             loss = levels.loss(pwc_flow(model, f0, f1), flow01)
+        elif cfg.phase == "depth":
+            loss = depth_loss(model.depthNet(torch.cat((f0, f1))), torch.cat((batch.layers0, batch.layers1)).to(device),
+                              torch.cat((batch.layer_depth, batch.layer_depth)).to(device),
+                              torch.cat((batch.overlap0, batch.overlap1)).to(device), cfg.ordinal_loss)
         else:
             loss = charbonnier(model(f0, f1, batch.t.to(device)), gt)
             levels.outputs.clear()

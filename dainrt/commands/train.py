@@ -13,16 +13,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a DAIN on generated clips (seeded, resumable)",
         description="Train a DAIN of the given width on procedurally generated clips with exact "
-        "in-between frames (no data sets needed). A new model goes through three phases: 'features' "
+        "in-between frames (no data sets needed). A new model goes through four phases: 'features' "
         "trains the optical-flow net's feature pyramid so its cost volumes pick the true motion, 'flow' "
-        "the optical-flow net against the generator's true motion, 'full' the whole network end to end "
+        "the optical-flow net against the generator's true motion, 'depth' the depth net against the "
+        "generator's layers (nearer layers get smaller log-depth, so they win where projected motions "
+        "collide; scored by depth-order accuracy), 'full' the whole network end to end "
         "with the official Charbonnier loss (each phase starting with --init from the last one's "
         "best.pth). OUTDIR gets last.pth (resumable state), best.pth, best-fp16.pth (best by the "
         "phase's validation score on held-out generated clips, loadable with --weights) and "
         "log.jsonl. Uses CUDA when present.",
     )
     p.add_argument("out", type=A.path, metavar="OUTDIR", help="folder for checkpoints and the log")
-    p.add_argument("--phase", choices=("features", "flow", "full"), default="full", help="what to train (default full)")
+    p.add_argument("--phase", choices=("features", "flow", "depth", "full"), default="full", help="what to train (default full)")
     p.add_argument("--width", type=A.float_range(0, 1, lo_open=True), default=0.5, help="channel width multiplier of a new model (default 0.5)")
     p.add_argument("--init", type=A.existing_file, metavar="CKPT", help="start from these weights instead of a new model")
     p.add_argument("--resume", action="store_true", help="continue from OUTDIR/last.pth if it exists")
@@ -38,6 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flow-loss", type=A.float_range(0), default=0.0, help="full phase: weight of the supervised flow loss (default 0)")
     p.add_argument("--max-motion", type=A.float_range(0, lo_open=True), default=40.0, metavar="PX",
                    help="largest layer motion in the training clips, pixels (default 40; validation keeps 40)")
+    p.add_argument("--pan-scale", type=A.float_range(0), default=0.5, metavar="X",
+                   help="camera pans up to X times --max-motion (default 0.5; 1 for large pans)")
+    p.add_argument("--centred", action="store_true",
+                   help="place sprites so they are on screen half-way through their motion (large motions)")
+    p.add_argument("--quarter-chance", type=A.float_range(0, 1), default=0.0, metavar="P",
+                   help="share of clips at t = 0.25 / 0.5 / 0.75, as in x4 interpolation (default 0)")
+    p.add_argument("--flicker-chance", type=A.float_range(0, 1), default=0.3, metavar="P",
+                   help="share of clips with brightness flicker between the frames (default 0.3)")
+    p.add_argument("--ordinal-loss", type=A.float_range(0), default=1.0, metavar="W",
+                   help="depth phase: weight of the pairwise depth-order hinge next to the scale-invariant loss (default 1)")
+    p.add_argument("--val-clips", type=A.int_range(1), default=16, metavar="N", help="held-out generated validation clips (default 16)")
     p.add_argument("--images", type=A.existing_folder, nargs="+", metavar="DIR",
                    help="folders of pictures used as textures (default: sample pictures of installed packages)")
     p.add_argument("--seed", type=A.int_range(0, 2**32 - 1), default=0, help="random seed (default 0)")
@@ -79,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=str(args.out), phase=args.phase, width=args.width, size=args.size, batch=args.batch, steps=args.steps,
         lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss, max_motion=args.max_motion,
+        pan_scale=args.pan_scale, centred=args.centred, quarter_chance=args.quarter_chance,
+        flicker_chance=args.flicker_chance, ordinal_loss=args.ordinal_loss, val_clips=args.val_clips,
         seed=args.seed, init=None if args.init is None else str(args.init),
         images=None if args.images is None else [str(d) for d in args.images], val_every=args.val_every,
         save_every=args.save_every, max_minutes=args.max_minutes, device=args.device,
@@ -86,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     if not resuming and args.overwrite:
         (out / "log.jsonl").unlink(missing_ok=True)     # a new training starts a new log
     metrics = train(cfg, resume=args.resume, log=lambda line: print(line, flush=True))
+    if "val_depth_order" in metrics:
+        print(f"last validation: depth order {100 * metrics['val_depth_order']:.1f} % of "
+              f"{metrics['val_depth_pairs']:.0f} layer pairs; best.pth is the best by it")
+        return 0
     print(f"last validation: PSNR {metrics['val_psnr']:.2f} dB (blend {metrics['val_blend_psnr']:.2f}), "
           f"flow EPE {metrics['val_epe']:.3f} px; best.pth is the best by the phase's score")
     return 0

@@ -1,0 +1,117 @@
+"""Depth supervision: the generator's layer truth, the depth-order metric, the `depth` phase."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dainrt.training import synthetic as S
+from dainrt.training.train import TrainConfig, _groups, depth_loss, depth_order_accuracy, layer_means, train
+
+
+@pytest.fixture(autouse=True)
+def _grad_on_one_thread():
+    """conftest turns autograd off for every test; training needs it. One thread (busy 2-core CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.enable_grad():
+        yield
+    torch.set_num_threads(threads)
+
+
+def _texture(h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(1, 3, h // 4, w // 4, generator=g), size=(h, w), mode="bicubic").clamp(0, 1)[0]
+
+
+def _two_layer_clip():
+    """A 64x64 background (depth 100) and a 24x24 opaque square (depth 5) moving 8 px right."""
+    bg = S.Layer(_texture(64, 64, 0), None, 100.0, S.Pose(32.0, 32.0), S.Pose(32.0, 32.0))
+    square = S.Layer(_texture(24, 24, 1), torch.ones(1, 24, 24), 5.0, S.Pose(24.0, 30.0), S.Pose(32.0, 30.0))
+    return S.Scene(64, 64, [bg, square])
+
+
+def test_layer_truth_of_a_hand_made_two_layer_clip():
+    scene = _two_layer_clip()
+    image, depth, truth = S.render_layers(scene, 0.0)
+    assert torch.equal(image, S.render(scene, 0.0)[0])
+    index = truth.index[0]
+    assert index.dtype == torch.long and index.shape == (64, 64)
+    assert int(index[30, 24]) == 1 and int(index[2, 2]) == 0          # square centre, background
+    assert int(index[30, 12]) == -1                                   # the square's soft left edge
+    assert ((index == 1).sum() - 23 * 23).abs() <= 2 * 24              # about the square's area
+    assert truth.overlap.tolist() == [[False, True], [True, False]]
+
+
+def test_depth_order_metric_on_a_hand_made_two_layer_clip():
+    """Right when the square (near) gets the smaller log-depth, wrong when inverted or constant."""
+    scene = _two_layer_clip()
+    _, depth, truth = S.render_layers(scene, 0.0)
+    index, overlap = truth.index[None], truth.overlap[None]
+    layer_depth = torch.tensor([[100.0, 5.0]])
+    log_true = torch.log(depth)[None]                                  # (1,1,H,W)
+    assert depth_order_accuracy(log_true, index, layer_depth, overlap) == (1, 1)
+    assert depth_order_accuracy(-log_true, index, layer_depth, overlap) == (0, 1)
+    assert depth_order_accuracy(torch.zeros_like(log_true), index, layer_depth, overlap) == (0, 1)
+    # noisy but right on average still counts; layers under `min_pixels` do not
+    noisy = log_true + 0.5 * torch.randn(log_true.shape, generator=torch.Generator().manual_seed(0))
+    assert depth_order_accuracy(noisy, index, layer_depth, overlap) == (1, 1)
+    assert depth_order_accuracy(log_true, index, layer_depth, overlap, min_pixels=10_000) == (0, 0)
+    # no overlap, no pair
+    assert depth_order_accuracy(log_true, index, layer_depth, torch.zeros_like(overlap)) == (0, 0)
+    means, counts = layer_means(log_true, index, 2)
+    assert means[0].tolist() == pytest.approx([math.log(100.0), math.log(5.0)], abs=0.02)   # solid = alpha >= 0.98
+    assert int(counts[0, 1]) == int((index == 1).sum())
+
+
+def test_depth_loss_prefers_the_true_order_and_ignores_an_offset():
+    scene = _two_layer_clip()
+    _, depth, truth = S.render_layers(scene, 1.0)
+    index, overlap = truth.index[None], truth.overlap[None]
+    layer_depth = torch.tensor([[100.0, 5.0]])
+    log_true = torch.log(depth)[None]
+    right = depth_loss(log_true, index, layer_depth, overlap)
+    assert float(right) == pytest.approx(0.0, abs=1e-4)
+    assert float(depth_loss(log_true + 3.0, index, layer_depth, overlap)) < 0.2 * 9      # offset mostly forgiven
+    assert float(depth_loss(-log_true, index, layer_depth, overlap)) > 1.0
+    pred = torch.zeros_like(log_true, requires_grad=True)
+    depth_loss(pred, index, layer_depth, overlap).backward()
+    g = pred.grad[0, 0]
+    assert float(g[index[0, 0] == 1].sum()) > 0 > float(g[index[0, 0] == 0].sum())    # square pushed nearer
+
+
+def test_generator_large_motion_quarter_gaps_and_layer_fields():
+    st = S.ClipSettings(max_motion=80, pan_scale=1.0, centred=True, quarter_chance=1.0)
+    clips = S.SyntheticClips(128, seed=1, images=[], settings=st)
+    batch = [clips[i] for i in range(12)]
+    assert {c.t for c in batch} <= {0.25, 0.5, 0.75} and len({c.t for c in batch}) >= 2
+    moves = [math.hypot(layer.end.x - layer.start.x, layer.end.y - layer.start.y)
+             for i in range(24) for layer in clips.scene(i)[0].layers]
+    assert max(moves) >= 64 and sum(m >= 32 for m in moves) >= 4
+    # centred: a sprite is on screen half-way through its motion
+    for i in range(24):
+        for layer in clips.scene(i)[0].layers[1:]:
+            mid = S.pose_at(layer.start, layer.end, 0.5)
+            assert 0 <= mid.x <= 128 and 0 <= mid.y <= 128
+    c = S.collate(batch[:3])
+    assert c.layers0.shape == (3, 1, 128, 128) and c.layers0.dtype == torch.long
+    assert c.layer_depth.shape == (3, st.max_sprites + 1) and c.overlap1.shape == (3, 5, 5)
+    assert bool((c.layer_depth[:, 0] == 100.0).all())
+    # the defaults draw exactly as before the new settings existed
+    plain, same = S.SyntheticClips(64, seed=2, images=[])[4], S.SyntheticClips(64, seed=2, images=[], settings=S.ClipSettings(quarter_chance=0.0))[4]
+    assert torch.equal(plain.frame_t, same.frame_t) and plain.t == same.t
+
+
+def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
+    from dainrt.model import DAIN, ModelConfig
+
+    model = DAIN(ModelConfig(0.25))
+    groups, frozen = _groups(model, TrainConfig(out="unused", phase="depth"))
+    assert [g["name"] for g in groups] == ["depthNet"] and model.flownets in frozen
+    cfg = TrainConfig(out=str(tmp_path / "run"), phase="depth", width=0.25, size=64, batch=2, steps=2,
+                      val_clips=3, val_every=2, log_every=1, images=[], quarter_chance=0.5)
+    metrics = train(cfg, log=lambda line: None)
+    assert 0.0 <= metrics["val_depth_order"] <= 1.0 and metrics["val_depth_pairs"] >= 1
+    assert (tmp_path / "run" / "best.pth").is_file()
