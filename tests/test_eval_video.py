@@ -143,7 +143,7 @@ def test_eval_command_on_video_triplets(capsys, tmp_path, monkeypatch):
     (["eval", "--video", str(CAR)], "--spacing 2 or 4"),
     (["eval", "--video", str(CAR), "--spacing", "3"], "--spacing 2 or 4"),
     (["eval"], "either DIR"),
-    (["eval", "--video", "no-such-clip.mp4", "--spacing", "2"], "no such video"),
+    (["eval", "--video", "no-such-clip.mp4", "--spacing", "2"], "no such file"),
     (["eval", str(VIDEO), "--spacing", "2"], "go with --video"),
 ])
 def test_eval_command_user_mistakes(capsys, argv, message):

@@ -186,6 +186,7 @@ def test_9_an_existing_file_with_percent_in_its_name_is_a_file(work, capsys):
         odd = folder / name
         shutil.copy(src, odd)
         assert main(["run", str(odd), "--dry-run", *QUICK]) == 0
+    capsys.readouterr()                 # the dry runs' own lines (plan, memory estimate)
     rc = main(["run", str(folder / "missing%d.mp4"), "-o", str(folder / "f.mkv"), *QUICK])
     _err(capsys, rc, "cannot read")
 

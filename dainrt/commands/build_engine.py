@@ -60,11 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Check the machine first: a missing GPU or TensorRT is one line, before any slow work.
-    from dainrt.engine.backend import resolve_device
+    import torch
+
+    from dainrt.base.errors import OptionError
     from dainrt.engine.tensorrt import require_tensorrt
 
-    resolve_device(args.device)          # a bad --device is named as such, before the machine check
-
+    # A --device that is no CUDA device at all is named as such; whether this machine has the GPU,
+    # TensorRT and triton is said in one line by require_tensorrt.
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise OptionError("device", f"{args.device!r} is not a device (cuda or cuda:N)") from None
+    if device.type != "cuda":
+        raise OptionError("device", f"must be a CUDA device (cuda or cuda:N) for TensorRT engines, got {args.device!r}")
     require_tensorrt("dainrt build-engine", plugins=not args.no_plugins)
 
     from dainrt.base.sizes import parse_size

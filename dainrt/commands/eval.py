@@ -3,6 +3,7 @@ next to the t-weighted blend and ffmpeg's minterpolate."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import _args as A
 from .engine_args import add_engine_arguments, engine_choice
@@ -78,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         E.write_json(args.json, results, **about, weights=str(args.weights) if args.weights else None,
                      zero_depth=args.zero_depth, backend=choice.backend, **choice.options)
-        print(f"wrote {args.json}")
+        print(f"dainrt: wrote {args.json}", file=sys.stderr)
     return 0

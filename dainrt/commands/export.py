@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.model import STAGE_NAMES
 
     if args.output.exists() and not args.output.is_dir():
-        raise OptionError("output", f"{args.output} is a file; give a folder for the ONNX files")
+        raise OptionError("output", f"{args.output} is a file, not a folder: give a folder for the ONNX files")
     if args.output.is_dir():
         files = [args.output / file_name(s) for s in STAGE_NAMES] + [args.output / MANIFEST]
         check_outputs([("output", f) for f in files], [args.weights], args.overwrite)
