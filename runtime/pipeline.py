@@ -279,6 +279,7 @@ class _FilmRun:
                 self.detector.restore(self.state.resume["detector"], None)
         self.inference_s = self.stream_s = 0.0
         self.frames: dict[int, object] = {}      # decoded frames the planner may still use, by index
+        self._images: dict[int, object] = {}     # their float tensors for the runner (see _image)
         self.trim_heap = HeapTrimmer()           # resident memory stays flat over a long film
 
     def _check_output(self) -> list[str]:
@@ -382,12 +383,19 @@ class _FilmRun:
         """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
         a, b = self.frames[src], self.frames[dst]
         t0 = time.perf_counter()
-        outs = self.runner.interpolate(a.index, self.transfers.image(a.staged), b.index,
-                                       self.transfers.image(b.staged), times)
+        outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
         payloads = [self.transfers.download(o) for o in outs]
         self.inference_s += time.perf_counter() - t0
         self.trim_heap()
         return payloads
+
+    def _image(self, df) -> "torch.Tensor":
+        """The runner's float tensor of a decoded frame, converted once: a frame serves the pairs
+        on both sides of it. Only frames the planner may still use are kept."""
+        if df.index not in self._images:
+            self._images = {k: v for k, v in self._images.items() if k in self.frames}
+            self._images[df.index] = self.transfers.image(df.staged)
+        return self._images[df.index]
 
     def _snapshot(self) -> dict:
         """Where the run stands, for a resume from the next segment boundary."""
