@@ -27,6 +27,8 @@ from .backend import BACKENDS
 
 PRECISIONS = ("fp32", "fp16")
 KERNELS = ("reference", "triton")
+# The default precision of the backends other than torch (whose default depends on the device).
+BACKEND_PRECISION = {"onnxruntime": "fp32", "tensorrt": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ def choose_engine(device: torch.device, backend: str | None = None, precision: s
             if given:
                 raise OptionError(option, f"applies to the torch backend only (not {name})")
         _check_backend_here(name, device)
-        default = "fp16" if name == "tensorrt" else "fp32"
-        return EngineChoice(name, {"precision": precision or default}, picked=precision is None and cuda)
+        return EngineChoice(name, {"precision": precision or BACKEND_PRECISION[name]},
+                            picked=precision is None and cuda)
     triton_here = importlib.util.find_spec("triton") is not None
     if not cuda:
         if precision == "fp16":

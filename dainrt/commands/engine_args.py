@@ -42,7 +42,7 @@ def planned_choice(args: argparse.Namespace):
     import torch
 
     from dainrt.base.errors import OptionError
-    from dainrt.engine.choice import EngineChoice, choose_engine
+    from dainrt.engine.choice import BACKEND_PRECISION, EngineChoice, choose_engine
 
     try:
         device = torch.device(args.device)
@@ -50,5 +50,7 @@ def planned_choice(args: argparse.Namespace):
         raise OptionError("device", f"{args.device!r} is not a device: {err}") from None
     if args.backend in (None, "torch"):
         return choose_engine(device, "torch", args.precision, args.kernels, args.compile)
-    default = "fp16" if args.backend == "tensorrt" else "fp32"
-    return EngineChoice(args.backend, {"precision": args.precision or default})
+    if args.backend not in BACKEND_PRECISION:
+        raise OptionError("backend", f"{args.backend!r} is unknown; choose one of: torch, "
+                                     f"{', '.join(sorted(BACKEND_PRECISION))}")
+    return EngineChoice(args.backend, {"precision": args.precision or BACKEND_PRECISION[args.backend]})
