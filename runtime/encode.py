@@ -415,13 +415,15 @@ class SegmentedEncoder:
     `put(job, payload, resume)` in output order; `resume` is the planner state from which the
     job's segment can be replayed. When a segment is complete it calls
     `on_segment(meta, resume_of_next_segment)` (None after the last one) from the thread.
+    `segment_of(k)` replaces the fixed length: the segment index of output frame k (a cluster
+    task writes one segment of its own length).
     """
 
     def __init__(self, make_writer: Callable[[int], object], segment_frames: int,
                  on_segment: Callable[[dict, dict | None], None], queue_frames: int = QUEUE_FRAMES,
-                 on_frame: Callable[[int], None] | None = None):
+                 on_frame: Callable[[int], None] | None = None, segment_of: Callable[[int], int] | None = None):
         self.make_writer = make_writer
-        self.segment_frames = segment_frames
+        self.segment_of = segment_of or (lambda k: k // segment_frames)
         self.on_segment = on_segment
         self.on_frame = on_frame
         self.queue: queue.Queue = queue.Queue(maxsize=queue_frames)
@@ -481,7 +483,7 @@ class SegmentedEncoder:
                         self.on_segment(meta, None)
                     return
                 job, payload, resume = item
-                seg = job.slot.k // self.segment_frames
+                seg = self.segment_of(job.slot.k)
                 if self._writer is not None and self._writer.index != seg:
                     meta = self._writer.close()
                     self._writer = None

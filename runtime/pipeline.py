@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -72,6 +73,7 @@ class RunOptions:
     dry_run: bool = False
     overwrite: bool = False              # replace an existing output / report (-y); never an input
     progress: bool | None = None         # None: when stderr is a terminal
+    cluster: str | None = None           # a Ray cluster address (`runtime/cluster.py`); None: this process
     backend_options: dict = field(default_factory=dict)
 
 
@@ -195,12 +197,21 @@ def _check_options(opts: RunOptions) -> None:
             raise OptionError(name, "is empty")
     if opts.input_fps is not None and opts.input_fps <= 0:
         raise OptionError("input_fps", f"must be above 0, got {opts.input_fps}")
+    if opts.cluster is not None and not opts.dry_run:
+        from .cluster import parse_address, require_ray
+
+        try:
+            parse_address(opts.cluster)
+        except ValueError as err:
+            raise OptionError("cluster", str(err)) from None
+        require_ray()
     if opts.model is None and not opts.dry_run:
         from dainrt.engine.backend import available_backends, resolve_device
 
         if opts.backend not in available_backends():
             raise OptionError("backend", f"{opts.backend!r} is unknown; choose one of: {', '.join(available_backends())}")
-        resolve_device(opts.device)
+        if opts.cluster is None:                 # on a cluster the device is the workers'
+            resolve_device(opts.device)
 
 
 def _run(opts: RunOptions) -> dict:
@@ -217,14 +228,76 @@ def _run(opts: RunOptions) -> dict:
     seg_frames = opts.segment_frames or max(1, math.ceil(SEGMENT_SECONDS * float(settings.rate or settings.average_rate)))
     if opts.dry_run:
         return _dry_run(opts, info, grid, settings, t_start)
-    film = _FilmRun(opts, info, grid, settings, seg_frames, output, images_out)
+    if opts.cluster is not None:
+        from .cluster import ClusterRun as Film
+    else:
+        Film = _FilmRun
+    film = Film(opts, info, grid, settings, seg_frames, output, images_out)
     try:
         if not film.state.complete:
             film.stream()
         film.assemble()
         return film.result(time.perf_counter() - t_start)
     finally:
-        film.backend.close()
+        film.close()
+
+
+class FrameMaker:
+    """The output pictures of planned jobs, from the decoded frames they name (`frames`, by input
+    index): `copy`, `repeat` and `hold` pass the decoded frame through (RGB numpy for picture
+    output), `fade` blends two, `interp` asks the runner, consecutive interpolations of one pair
+    in one call so the pair's work is done once. The single-process run and every cluster
+    worker (`runtime/cluster.py`) make their frames here."""
+
+    def __init__(self, backend, dtype, images_out: bool):
+        from dainrt.engine import Runner
+
+        from .transfer import Transfers
+
+        self.runner = Runner(backend)
+        self.transfers = Transfers(backend.device, dtype)
+        self.dtype, self.images_out = dtype, images_out
+        self.frames: dict[int, object] = {}      # decoded frames the jobs may still use, by index
+        self._images: dict[int, object] = {}     # their float tensors for the runner (see _image)
+        self.inference_s = 0.0
+        self.trim_heap = HeapTrimmer()           # resident memory stays flat over a long film
+
+    def make(self, jobs) -> Iterator[tuple[object, object]]:
+        """(job, encoder payload) for each of `jobs`, in order."""
+        i = 0
+        while i < len(jobs):
+            job = jobs[i]
+            if job.kind == INTERP:
+                group = [job]
+                while i + len(group) < len(jobs) and jobs[i + len(group)].kind == INTERP \
+                        and (jobs[i + len(group)].src, jobs[i + len(group)].dst) == (job.src, job.dst):
+                    group.append(jobs[i + len(group)])
+                yield from zip(group, self._interpolate(job.src, job.dst, [g.t for g in group]))
+                i += len(group)
+                continue
+            if job.kind == FADE:
+                yield job, _blend(self.frames[job.src].image, self.frames[job.dst].image, job.t, self.dtype)
+            else:
+                yield job, self.frames[job.src].image if self.images_out else self.frames[job.src].frame
+            i += 1
+
+    def _interpolate(self, src: int, dst: int, times: list[float]) -> list:
+        """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
+        a, b = self.frames[src], self.frames[dst]
+        t0 = time.perf_counter()
+        outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
+        payloads = [self.transfers.download(o) for o in outs]
+        self.inference_s += time.perf_counter() - t0
+        self.trim_heap()
+        return payloads
+
+    def _image(self, df) -> "torch.Tensor":
+        """The runner's float tensor of a decoded frame, converted once: a frame serves the pairs
+        on both sides of it. Only frames the jobs may still use are kept."""
+        if df.index not in self._images:
+            self._images = {k: v for k, v in self._images.items() if k in self.frames}
+            self._images[df.index] = self.transfers.image(df.staged)
+        return self._images[df.index]
 
 
 class _FilmRun:
@@ -240,10 +313,8 @@ class _FilmRun:
 
     def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, seg_frames: int, output: Path,
                  images_out: bool):
-        from dainrt.engine import Runner, create_backend
+        from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
-
-        from .transfer import Transfers
 
         self.opts, self.info, self.grid, self.settings = opts, info, grid, settings
         self.seg_frames, self.output, self.images_out = seg_frames, output, images_out
@@ -261,9 +332,8 @@ class _FilmRun:
         except BaseException:
             self.backend.close()
             raise
-        self.runner = Runner(self.backend)
-        self.calls_before = dict(self.runner.calls)
-        self.transfers = Transfers(self.backend.device, info.dtype)
+        self.maker = FrameMaker(self.backend, info.dtype, images_out)
+        self.runner, self.transfers, self.frames = self.maker.runner, self.maker.transfers, self.maker.frames
         self.report = _Report()
         for seg in self.state.segments:
             for k, v in seg["kinds"].items():
@@ -277,10 +347,7 @@ class _FilmRun:
             if self.state.resume is not None:
                 self.resume_anchor = self.planner.restore(self.state.resume["planner"])
                 self.detector.restore(self.state.resume["detector"], None)
-        self.inference_s = self.stream_s = 0.0
-        self.frames: dict[int, object] = {}      # decoded frames the planner may still use, by index
-        self._images: dict[int, object] = {}     # their float tensors for the runner (see _image)
-        self.trim_heap = HeapTrimmer()           # resident memory stays flat over a long film
+        self.stream_s = 0.0
 
     def _check_output(self) -> list[str]:
         """Notes about what the output container can carry (checked in a scratch folder, before
@@ -352,50 +419,10 @@ class _FilmRun:
         self._emit(encoder, planner.finish(), snap if snap is not None else self._snapshot())
 
     def _emit(self, encoder, jobs, snap: dict) -> None:
-        """Encode the output frames of `jobs`; consecutive interpolations of one pair go to the
-        runner together (the pair's work is then done once)."""
-        i = 0
-        while i < len(jobs):
-            job = jobs[i]
-            if job.slot.k < self.k_start:            # already in a finished segment
-                i += 1
-                continue
-            if job.kind == INTERP:
-                group = [job]
-                while i + len(group) < len(jobs) and jobs[i + len(group)].kind == INTERP \
-                        and (jobs[i + len(group)].src, jobs[i + len(group)].dst) == (job.src, job.dst):
-                    group.append(jobs[i + len(group)])
-                payloads = self._interpolate(job.src, job.dst, [g.t for g in group])
-                for g, payload in zip(group, payloads):
-                    encoder.put(g, payload, snap)
-                self.report.kinds[INTERP] += len(group)
-                i += len(group)
-                continue
-            if job.kind == FADE:
-                payload = _blend(self.frames[job.src].image, self.frames[job.dst].image, job.t, self.info.dtype)
-            else:
-                payload = self.frames[job.src].image if self.images_out else self.frames[job.src].frame
+        """Encode the output frames of `jobs` (those not already in a finished segment)."""
+        for job, payload in self.maker.make([job for job in jobs if job.slot.k >= self.k_start]):
             encoder.put(job, payload, snap)
             self.report.kinds[job.kind] += 1
-            i += 1
-
-    def _interpolate(self, src: int, dst: int, times: list[float]) -> list:
-        """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
-        a, b = self.frames[src], self.frames[dst]
-        t0 = time.perf_counter()
-        outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
-        payloads = [self.transfers.download(o) for o in outs]
-        self.inference_s += time.perf_counter() - t0
-        self.trim_heap()
-        return payloads
-
-    def _image(self, df) -> "torch.Tensor":
-        """The runner's float tensor of a decoded frame, converted once: a frame serves the pairs
-        on both sides of it. Only frames the planner may still use are kept."""
-        if df.index not in self._images:
-            self._images = {k: v for k, v in self._images.items() if k in self.frames}
-            self._images[df.index] = self.transfers.image(df.staged)
-        return self._images[df.index]
 
     def _snapshot(self) -> dict:
         """Where the run stands, for a resume from the next segment boundary."""
@@ -403,9 +430,10 @@ class _FilmRun:
                 "cuts": len(self.report.cuts), "dups": len(self.report.duplicates)}
 
     def _make_writer(self, index: int):
-        if self.images_out:
-            return enc.ImageSegmentWriter(self.work, index, self.settings, self.output.name)
-        return enc.VideoSegmentWriter(self.work, index, self.settings)
+        return segment_writer(self.work, index, self.settings, self.images_out, self.output.name)
+
+    def close(self) -> None:
+        self.backend.close()
 
     def _on_segment(self, meta: dict, resume: dict | None) -> None:
         """Encode thread: a segment is finished; record it (and where to resume) in the state."""
@@ -478,22 +506,34 @@ class _FilmRun:
 
     def result(self, wall: float) -> dict:
         """The run's report (also written to --report)."""
-        import torch
-
-        backend, runner = self.backend, self.runner
-        calls = {k: runner.calls[k] - self.calls_before.get(k, 0) for k in runner.calls}
         result = _report_dict(self.opts, self.info, self.grid, self.settings, self.report, self.frames_written, wall,
                               self.notes)
+        result.update(self._engine_report())
         result.update({
-            "backend": backend.name, "device": str(backend.device), "runner_calls": calls,
-            "inference_s": round(self.inference_s, 3), "stream_s": round(self.stream_s, 3),
-            "torch_threads": torch.get_num_threads() if backend.device.type == "cpu" else None,
             "resumed_from_frame": self.k_start if self.resuming else None,
             "segments": len(self.segments), "segment_frames": self.seg_frames,
             "copied_streams": self.copied["copied_streams"], "copied_packets": self.copied["copied_packets"],
         })
         _write_report(self.opts.report, result)
         return result
+
+    def _engine_report(self) -> dict:
+        """What ran the model: backend, device, runner calls, times."""
+        import torch
+
+        backend = self.backend
+        return {
+            "backend": backend.name, "device": str(backend.device), "runner_calls": dict(self.runner.calls),
+            "inference_s": round(self.maker.inference_s, 3), "stream_s": round(self.stream_s, 3),
+            "torch_threads": torch.get_num_threads() if backend.device.type == "cpu" else None,
+        }
+
+
+def segment_writer(work: Path, index: int, settings, images_out: bool, pattern: str):
+    """The writer of segment `index` in the work folder: pictures named by `pattern`, or video."""
+    if images_out:
+        return enc.ImageSegmentWriter(work, index, settings, pattern)
+    return enc.VideoSegmentWriter(work, index, settings)
 
 
 def _place_pictures(work: Path, segments: list[int], output: Path) -> None:
@@ -569,27 +609,33 @@ def _admit(df, grid, detector: Detector, report: _Report):
     return d
 
 
-def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) -> dict:
-    """Decode, detect and plan only: no model, nothing written but the report."""
+def plan_film(opts: RunOptions, info: InputInfo, grid) -> tuple[list, _Report, dict[int, int]]:
+    """One decode pass without pictures (thumbnails only): the detector and planner over the
+    whole film, as the streaming run does frame by frame. Returns every output frame's job in
+    order, the report (cuts, held frames, kinds) and the pts of each kept input frame, by index."""
     report = _Report()
     detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
     planner = Planner(grid, opts.scene_mode)
-    plan: list[list] = []
-
-    def take(jobs):
-        for j in jobs:
-            report.kinds[j.kind] += 1
-            plan.append([j.slot.k, frac_to_str(j.slot.time), j.kind, j.src, j.dst, j.t])
-
+    jobs: list = []
+    anchors: dict[int, int] = {}
     with Decoder(info, images=False) as decoder:
         for df in decoder:
             d = _admit(df, grid, detector, report)
             if d.drop:
                 continue
-            take(planner.push(Anchor(df.index, df.time, df.pts), d.cut))
-        take(planner.finish())
-    frames_out = len(plan)
-    result = _report_dict(opts, info, grid, settings, report, frames_out, time.perf_counter() - t_start, list(info.notes))
+            anchors[df.index] = df.pts
+            jobs.extend(planner.push(Anchor(df.index, df.time, df.pts), d.cut))
+        jobs.extend(planner.finish())
+    for job in jobs:
+        report.kinds[job.kind] += 1
+    return jobs, report, anchors
+
+
+def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) -> dict:
+    """Decode, detect and plan only: no model, nothing written but the report."""
+    jobs, report, _ = plan_film(opts, info, grid)
+    plan = [[j.slot.k, frac_to_str(j.slot.time), j.kind, j.src, j.dst, j.t] for j in jobs]
+    result = _report_dict(opts, info, grid, settings, report, len(plan), time.perf_counter() - t_start, list(info.notes))
     result.update({"dry_run": True, "backend": opts.backend, "device": str(opts.device), "plan": plan})
     result["memory"] = _memory_estimate(opts, info)
     _write_report(opts.report, result)

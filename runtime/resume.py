@@ -96,9 +96,35 @@ class RunState:
             )
 
 
+def segment_problem(work: Path, seg: dict) -> str | None:
+    """Why the finished segment `seg` (its record in the state) cannot be used as it is, or None
+    when it is sound: its file is there and agrees with its record (as many pictures as frames;
+    as many packets in the video as its `.json` lists, for as many frames)."""
+    import av
+
+    index, name = seg["index"], f"seg-{seg['index']:06d}"
+    folder, video, record = work / name, work / (name + ".mkv"), work / (name + ".json")
+    if folder.is_dir():
+        pictures = sum(1 for _ in folder.iterdir())
+        return None if pictures == seg["frames"] else f"segment {index} holds {pictures} of its {seg['frames']} pictures"
+    if not (video.is_file() and record.is_file()):
+        return f"segment {index} is missing"
+    try:
+        meta = json.loads(record.read_text())
+        with av.open(str(video)) as container:
+            packets = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+    except (OSError, ValueError, IndexError, av.error.FFmpegError):
+        return f"segment {index} is unreadable"
+    if meta.get("frames") != seg["frames"] or len(meta.get("packets", ())) != packets:
+        return f"segment {index} does not match its record"
+    return None
+
+
 def prepare_work_dir(work: Path, resume: bool, fingerprint: dict, output_frames: int, segment_frames: int,
-                     output: Path) -> tuple[RunState, bool]:
-    """The run state to use, and whether it continues an interrupted run."""
+                     output: Path, redo_damaged: bool = False) -> tuple[RunState, bool]:
+    """The run state to use, and whether it continues an interrupted run. A finished segment that
+    does not verify (`segment_problem`) is an error, or with `redo_damaged` (segments that do not
+    depend on each other: `--cluster`) forgotten, to be made again."""
     state = RunState.load(work) if work.exists() else None
     if state is not None and not state.segments and not state.complete:
         state = None             # nothing finished in it: it never blocks a fresh start
@@ -108,11 +134,14 @@ def prepare_work_dir(work: Path, resume: bool, fingerprint: dict, output_frames:
         )
     if state is not None:
         state.check(fingerprint)
+        sound = []
         for seg in state.segments:
-            name = f"seg-{seg['index']:06d}"
-            if not ((work / (name + ".mkv")).is_file() or (work / name).is_dir()):
-                raise DainrtError(f"the unfinished run in {work} is damaged (segment {seg['index']} is missing); "
-                                  f"delete that folder to start over")
+            problem = segment_problem(work, seg)
+            if problem is None:
+                sound.append(seg)
+            elif not redo_damaged:
+                raise DainrtError(f"the unfinished run in {work} is damaged ({problem}); delete that folder to start over")
+        state.segments = sound
         for leftover in work.glob("*.part"):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)

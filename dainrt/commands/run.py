@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cluster(text: str) -> str:
+    from dainrt.runtime.cluster import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from dainrt.runtime.scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD
 
@@ -75,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=_positive_int, metavar="N", help="only the first N input frames (a quick preview)")
     p.add_argument("--segment-frames", type=_positive_int, metavar="N",
                    help="output frames per resumable segment (default: 10 seconds of output)")
+    p.add_argument("--cluster", type=_cluster, metavar="ADDRESS",
+                   help="run on a Ray cluster, one task per segment (pip install 'dainrt[cluster]'): local "
+                   "(a cluster of this machine's cores), local:N (N workers here), auto (the cluster this machine "
+                   "is in) or ray://host:port. The input and OUTPUT's folder must be at the same path on every "
+                   "worker; --resume works as without it")
     p.add_argument("--dry-run", action="store_true",
                    help="decode, detect and plan only (no model, no output) and print the estimated peak memory; "
                    "with --report, the plan and the estimate are in it")
@@ -109,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume,
         segment_frames=args.segment_frames, input_fps=args.input_fps, max_frames=args.max_frames,
         dry_run=args.dry_run, progress=False if args.no_progress else None, overwrite=args.overwrite,
+        cluster=args.cluster,
     )
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
