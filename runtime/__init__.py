@@ -11,6 +11,7 @@ Modules, one concept each:
 * `transfer`: host <-> device copies (pinned memory and separate CUDA streams on a GPU);
 * `resume`: the work folder and the state file that make a run resumable;
 * `pipeline`: the run itself (threads, bounded queues, progress, report);
+* `cluster`: the same run across the workers of a Ray cluster, by segments (`--cluster`);
 * `compare`: the side-by-side clip (`dainrt compare`).
 """
 from .compare import compare

@@ -303,11 +303,15 @@ class ClusterRun(_FilmRun):
         self.model, weights_id = _load_model(opts)
         fingerprint = _fingerprint(opts, info, settings, seg_frames, weights_id)
         fingerprint["cluster"] = True              # segments end on scene cuts: not the streaming run's
+        t0 = time.perf_counter()
         self.started = connect(opts.cluster)
         self.ray = require_ray()
+        self.connect_s = time.perf_counter() - t0
         try:
             self._check_resources()
+            t0 = time.perf_counter()
             jobs, self.report, anchors = plan_film(opts, info, grid)
+            self.plan_s = time.perf_counter() - t0
             ranges = split_plan(jobs, seg_frames, [c["frame"] for c in self.report.cuts])
             self.segments_planned = make_segments(jobs, ranges, anchors)
             self.work = work_dir_for(output, images_out)
@@ -355,9 +359,8 @@ class ClusterRun(_FilmRun):
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
                 for ref in ready:
                     self._finished(pending.pop(ref), ref)
-                if progress is not None:
-                    progress.n = self.k_start + ray.get(tally.total.remote())
-                    progress.refresh()
+                if progress is not None:            # frames done over all workers (tqdm: fps, ETA)
+                    progress.update(self.k_start + ray.get(tally.total.remote()) - progress.n)
             self.stream_s = time.perf_counter() - t0
         except BaseException as err:
             for ref in pending:
@@ -366,8 +369,11 @@ class ClusterRun(_FilmRun):
                 progress.close()
             self._abandon(err)
             raise
+        finally:
+            if tally is not None:
+                ray.kill(tally)
         if progress is not None:
-            progress.n = self.grid.count
+            progress.update(self.grid.count - progress.n)
             progress.close()
 
     def _finished(self, seg: Segment, ref) -> None:
@@ -397,13 +403,14 @@ class ClusterRun(_FilmRun):
         for s in made:
             for k, v in s.get("runner_calls", {}).items():
                 calls[k] = calls.get(k, 0) + v
-        keys = ("index", "output_frames", "input_frames", "frames", "node", "worker", "seconds")
+        keys = ("index", "output_frames", "input_frames", "frames", "node", "worker", "seconds", "inference_s")
         return {
             "backend": self.opts.backend, "device": str(self.opts.device), "runner_calls": calls,
             "inference_s": round(sum(s.get("inference_s", 0.0) for s in made), 3),
             "stream_s": round(self.stream_s, 3), "torch_threads": None if self._gpu else CPUS_PER_TASK,
             "cluster": {
-                "address": self.opts.cluster, "workers": len({(s["node"], s["worker"]) for s in made}),
+                "address": self.opts.cluster, "connect_s": round(self.connect_s, 3), "plan_s": round(self.plan_s, 3),
+                "workers": len({(s["node"], s["worker"]) for s in made}),
                 "nodes": len({s["node"] for s in made}),
                 "segments": [{**{k: s.get(k) for k in keys}, "resumed": s["index"] in self.done_before}
                              for s in sorted(self.state.segments, key=lambda s: s["index"])],

@@ -103,10 +103,13 @@ def test_the_split_ends_on_the_cut_and_never_splits_a_pair(film):
     assert split_plan(jobs, 100, [7]) == [(0, 35)]
 
 
-def test_cluster_run_equals_the_single_process_run(cluster, film, single, small_ckpt, tmp_path):
+def test_cluster_run_equals_the_single_process_run(cluster, film, single, small_ckpt, tmp_path, capsys):
+    from dainrt.runtime import RunOptions, run
+
     out, report = tmp_path / "cluster.mkv", tmp_path / "cluster.json"
-    assert main(["run", film, "-o", str(out), "--weights", str(small_ckpt), "--segment-frames", "8",
-                 "--cluster", "local:2", "--report", str(report), *ARGS]) == 0
+    run(RunOptions(film, str(out), fps=Fraction(30), weights=str(small_ckpt), codec="ffv1", pix_fmt="bgr0",
+                   segment_frames=8, cluster="local:2", report=str(report), progress=True))
+    assert "35/35" in capsys.readouterr().err                 # one progress bar over both workers
     _same_film(single, out)
     r = json.loads(report.read_text())
     segs = r["cluster"]["segments"]
