@@ -70,7 +70,7 @@ def parse_address(text: str) -> tuple[str, int | None]:
         host, _, port = text[len("ray://"):].rpartition(":")
         if host and port.isdigit() and 0 < int(port) < 65536:
             return text, None
-    raise ValueError(f"not a cluster address: {text!r} (use local, local:N, auto or ray://host:port)")
+    raise ValueError(f"must be local, local:N (N >= 1), auto or ray://host:port, got {text!r}")
 
 
 # ----------------------------------------------------------------------------------------------
