@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,14 +274,17 @@ def connect(address: str) -> bool:
     where, workers = parse_address(address)
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     try:
-        if where == "local":
-            ray.init(address="local", num_cpus=workers or len(os.sched_getaffinity(0)), include_dashboard=False,
-                     object_store_memory=OBJECT_STORE_BYTES, **quiet)
-        else:
-            ray.init(address=where, **quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")        # Ray's own warnings: the error below says it in one line
+            if where == "local":
+                ray.init(address="local", num_cpus=workers or len(os.sched_getaffinity(0)), include_dashboard=False,
+                         object_store_memory=OBJECT_STORE_BYTES, **quiet)
+            else:
+                ray.init(address=where, **quiet)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DainrtError(f"cannot reach the Ray cluster at {address}: {text}") from None
+        text = str(err).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(err).strip() else type(err).__name__
+        hint = " (start one with `ray start --head`, or use --cluster local)" if where == "auto" else ""
+        raise DainrtError(f"cannot reach the Ray cluster at {address}: {text}{hint}") from None
     return True
 
 
