@@ -43,7 +43,7 @@ MAX_RETRIES = 3                 # Ray re-runs a segment whose worker process or 
 CPUS_PER_TASK = 1               # CPU runs: one task per core, each with one torch thread
 CUT_WINDOW = 4                  # a cut within segment_frames / CUT_WINDOW of the nominal end ends the segment
 OBJECT_STORE_BYTES = 256 << 20  # local clusters: the store holds the model and the plan, never frames
-RAY_HINT = "--cluster needs Ray: pip install 'dainrt[cluster]' (or pip install 'ray>=2.9')"
+RAY_HINT = "--cluster needs Ray: pip install 'dainrt[cluster]' (or pip install 'ray[client]>=2.9')"
 SHARED_HINT = "; every worker must see the input and the output's folder at the same path (shared storage)"
 
 
