@@ -334,8 +334,8 @@ class ClusterRun(_FilmRun):
         have = self.ray.cluster_resources()
         want = "GPU" if self._gpu else "CPU"
         if have.get(want, 0) < 1:
-            raise DainrtError(f"the Ray cluster at {self.opts.cluster} has no {want}s "
-                              f"(it has: {', '.join(f'{k} {v:g}' for k, v in sorted(have.items()) if ':' not in k)})")
+            raise DainrtError(f"the Ray cluster at {self.opts.cluster} has no {want}s (it has {have.get('CPU', 0):g} "
+                              f"CPUs and {have.get('GPU', 0):g} GPUs)")
 
     @property
     def _gpu(self) -> bool:

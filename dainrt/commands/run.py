@@ -114,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .engine_args import engine_choice, planned_choice
 
-    # A dry run loads no model: it plans with the choice a real run would make, unchecked.
-    choice = planned_choice(args) if args.dry_run else engine_choice(args)
+    # A dry run loads no model: it plans with the choice a real run would make, unchecked; on a
+    # cluster the workers' machines run the model, not this one.
+    choice = planned_choice(args) if args.dry_run or args.cluster else engine_choice(args)
     opts = RunOptions(
         input=args.input, output=args.output, fps=args.fps, factor=args.factor,
         backend=choice.backend, backend_options=choice.options,
