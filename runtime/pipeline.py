@@ -21,9 +21,9 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
