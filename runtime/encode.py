@@ -335,6 +335,8 @@ class VideoSegmentWriter:
             raise write_error(self.part, err) from None
         self.frames += 1
         self.kinds[job.kind] = self.kinds.get(job.kind, 0) + 1
+        if job.again:                   # a cadence step, counted apart (the report's cadence_repeats)
+            self.kinds["again"] = self.kinds.get("again", 0) + 1
 
     def close(self) -> dict:
         import av
@@ -389,6 +391,8 @@ class ImageSegmentWriter:
         write_image(self.part / (self.pattern % (job.slot.k + 1)), np.ascontiguousarray(arr))
         self.frames += 1
         self.kinds[job.kind] = self.kinds.get(job.kind, 0) + 1
+        if job.again:                   # a cadence step, counted apart (the report's cadence_repeats)
+            self.kinds["again"] = self.kinds.get("again", 0) + 1
 
     def close(self) -> dict:
         try:

@@ -25,7 +25,7 @@ KINDS = {
     ("weights download", "mirror"): "text", ("weights download", "blob_id"): "text",
     ("run", "output"): "out_file", ("run", "backend"): "text", ("run", "weights"): "in_file",
     ("run", "device"): "text", ("run", "report"): "out_file", ("run", "codec"): "text", ("run", "pix_fmt"): "text",
-    ("run", "scene_mode"): "text",
+    ("run", "scene_mode"): "text", ("run", "keep_holds"): "text", ("run", "shots"): "in_file",
     ("compare", "output"): "out_file",
     ("eval", "weights"): "in_file", ("eval", "backend"): "text", ("eval", "device"): "text", ("eval", "json"): "out_file", ("eval", "video"): "in_file",
     ("export", "output"): "out_folder", ("export", "weights"): "in_file", ("export", "precision"): "text",
