@@ -34,7 +34,7 @@ import numpy as np
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
 
-from .decode import InputInfo, _av_message, is_image_sequence, open_input
+from .decode import InputInfo, _av_message, colour_flags, is_image_sequence, open_input, to_rgb
 
 DEFAULT_CODEC = "libx264"
 DEFAULT_CRF = 16
@@ -273,13 +273,15 @@ def to_video_frame(payload, settings: VideoSettings):
         frame = payload
         if frame.format.name != settings.pix_fmt:
             frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=settings.sws_matrix,
-                                   dst_color_range=settings.color_range or None)
+                                   dst_color_range=settings.color_range or None,
+                                   interpolation=colour_flags())
     else:
         arr = payload.result() if hasattr(payload, "result") else payload
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=settings.rgb_format)
         if settings.pix_fmt != settings.rgb_format:
             frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=settings.sws_matrix,
-                                   dst_color_range=settings.color_range or None)
+                                   dst_color_range=settings.color_range or None,
+                                   interpolation=colour_flags())
     frame.pict_type = 0              # never force the decoder's I/P/B types on the encoder
     frame.color_range = settings.color_range
     frame.colorspace = settings.colorspace if not settings.is_rgb else frame.colorspace
@@ -387,7 +389,7 @@ class ImageSegmentWriter:
             if hasattr(arr, "result"):
                 arr = arr.result()
             else:       # a decoded frame passed through
-                arr = arr.to_ndarray(format=self.settings.rgb_format)
+                arr = to_rgb(arr, self.settings.rgb_format)
         write_image(self.part / (self.pattern % (job.slot.k + 1)), np.ascontiguousarray(arr))
         self.frames += 1
         self.kinds[job.kind] = self.kinds.get(job.kind, 0) + 1

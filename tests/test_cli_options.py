@@ -26,7 +26,7 @@ KINDS = {
     ("run", "output"): "out_file", ("run", "backend"): "text", ("run", "weights"): "in_file",
     ("run", "device"): "text", ("run", "report"): "out_file", ("run", "codec"): "text", ("run", "pix_fmt"): "text",
     ("run", "scene_mode"): "text", ("run", "keep_holds"): "text", ("run", "shots"): "in_file",
-    ("compare", "output"): "out_file",
+    ("compare", "output"): "out_file", ("compare", "labels"): "text",
     ("eval", "weights"): "in_file", ("eval", "backend"): "text", ("eval", "device"): "text", ("eval", "json"): "out_file", ("eval", "video"): "in_file",
     ("export", "output"): "out_folder", ("export", "weights"): "in_file", ("export", "precision"): "text",
     ("bench", "device"): "text", ("bench", "sizes"): "text", ("bench", "backends"): "text", ("bench", "json"): "out_file",
