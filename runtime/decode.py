@@ -12,8 +12,9 @@ matrix and range (unspecified matrix: BT.601, FFmpeg's default; unspecified rang
 
 Inputs: any file FFmpeg reads, or an image sequence given as a printf pattern
 (`frames/%05d.png`): FFmpeg's image2 demuxer reads it at `--input-fps` (default 24) with the
-first number found among 0-4, as `ffmpeg -i` does. Alpha is dropped with a warning (DAIN
-interpolates RGB).
+first number found among 0-4, as `ffmpeg -i` does. Alpha is kept (`keep_alpha`, RGBA pictures:
+`rgba` / `rgba64le`) when the run's output can carry it; otherwise the pipeline drops it with a
+warning.
 """
 from __future__ import annotations
 
@@ -103,10 +104,14 @@ class InputInfo:
     other_streams: list[tuple[int, str, str]] = field(default_factory=list)   # (index, type, codec)
     rebuilt_timestamps: bool = False    # pts[i] is frame i's rebuilt timestamp, not the file's
     notes: list[str] = field(default_factory=list)
+    keep_alpha: bool = False            # decode RGBA (the output carries alpha)
 
     @property
     def rgb_format(self) -> str:
-        """The numpy working format: rgb24 for 8-bit, rgb48le for deeper input."""
+        """The numpy working format: rgb24 for 8-bit, rgb48le for deeper input; rgba / rgba64le
+        when the alpha is kept."""
+        if self.keep_alpha:
+            return "rgba64le" if self.bits > 8 else "rgba"
         return "rgb48le" if self.bits > 8 else "rgb24"
 
     @property
@@ -242,9 +247,22 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
     if rebuilt:
         info.notes.append(f"{broken} of {len(raw)} frames have missing or repeated timestamps: all were rebuilt from "
                           f"the frame order at {float(rate_hint):g} fps")
-    if has_alpha:
-        info.notes.append(f"the input has an alpha channel ({fmt.name}); it is dropped: dainrt interpolates RGB")
     return info
+
+
+def decode_video(container, stream):
+    """The decoded frames of `stream`. VP9 with alpha (WebM `alpha_mode` 1) goes through the
+    libvpx decoder: FFmpeg's own VP9 decoder ignores the alpha side data."""
+    meta = {k.lower(): v for k, v in (stream.metadata or {}).items()}
+    if stream.codec_context.name != "vp9" or meta.get("alpha_mode") != "1":
+        yield from container.decode(stream)
+        return
+    import av
+
+    codec = av.CodecContext.create("libvpx-vp9", "r")
+    for packet in container.demux(stream):
+        for frame in codec.decode(packet if packet.size else None):
+            yield frame
 
 
 def _first_frame(path: str, sequence_rate):
@@ -252,7 +270,7 @@ def _first_frame(path: str, sequence_rate):
 
     container = open_input(path, sequence_rate)
     try:
-        for frame in container.decode(video=0):
+        for frame in decode_video(container, container.streams.video[0]):
             return frame
     except av.error.FFmpegError as err:
         raise DainrtError(f"cannot decode {path}: {_av_message(err)}") from None
@@ -361,7 +379,7 @@ class Decoder:
                     stream = container.streams.video[0]
             found_start = self.start_pts is None
             n = 0
-            for frame in container.decode(stream):
+            for frame in decode_video(container, stream):
                 if self.stop.is_set():
                     return
                 if info.rebuilt_timestamps:                 # the n-th frame out has the n-th rebuilt time

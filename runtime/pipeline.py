@@ -225,7 +225,8 @@ def _run(opts: RunOptions) -> dict:
     for note in info.notes:
         _warn(note)
     grid = make_grid(info.timeline, opts.fps, opts.factor)
-    settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out)
+    settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out,
+                                         suffix=Path(opts.output).suffix if opts.output else "")
     for note in settings.notes:
         _warn(note)
     shots = _shots(opts, info, grid)
@@ -428,7 +429,16 @@ class _FilmRun:
         """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
         a, b = self.frames[src], self.frames[dst]
         t0 = time.perf_counter()
-        outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
+        if self.settings.alpha:
+            from .transfer import premultiply, unpremultiply
+
+            # premultiplied colour through the model, alpha warped with the same flows and kernels
+            (c0, a0), (c1, a1) = premultiply(self._image(a)), premultiply(self._image(b))
+            outs = self.runner.interpolate(a.index, c0, b.index, c1, times)
+            alphas = self.runner.interpolate_alpha(a.index, a0, b.index, a1, times)
+            outs = [unpremultiply(o, al) for o, al in zip(outs, alphas)]
+        else:
+            outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
         payloads = [self.transfers.download(o) for o in outs]
         self.inference_s += time.perf_counter() - t0
         self.trim_heap()
