@@ -235,3 +235,4 @@ def test_compare_shows_original_full_smooth_and_chosen_cadence(tmp_path):
     assert all((lab < 40).mean() > 0.3 and (lab > 200).mean() > 0.05 for lab in labels)   # white text on black
     assert main(["compare", original, full, twos, "-o", str(tmp_path / "x.mkv"), "--labels", "a,b"]) != 0
     assert not (tmp_path / "x.mkv").exists()                             # 2 labels for 3 versions
+
