@@ -98,7 +98,7 @@ class Runner:
         for t in times:
             tt = torch.full((1,), float(t), dtype=torch.float32, device=self.backend.device)
             _, blend = self._run("warp", (a0, a1, ctx0, ctx1, *self._pair, tt))
-            outputs.append(crop(blend, padding)[0, :1])
+            outputs.append(crop(blend, padding)[0, :1].clone())    # a backend may reuse its output buffers
         return outputs
 
     def clear(self) -> None:
