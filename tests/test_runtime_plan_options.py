@@ -236,3 +236,16 @@ def test_compare_shows_original_full_smooth_and_chosen_cadence(tmp_path):
     assert main(["compare", original, full, twos, "-o", str(tmp_path / "x.mkv"), "--labels", "a,b"]) != 0
     assert not (tmp_path / "x.mkv").exists()                             # 2 labels for 3 versions
 
+
+
+def test_mistakes_in_a_shots_file_are_one_line_errors(stop_motion, tmp_path, capsys):
+    clip, _ = stop_motion
+    for text, words in (("0-1 speed 2\n", "line 1: unknown setting 'speed'"),
+                        ("# fine\nscene 2 fps 25\n", "line 2: 25 new pictures a second do not divide the output rate 60")):
+        shots = tmp_path / "shots.txt"
+        shots.write_text(text)
+        capsys.readouterr()
+        assert main(["run", clip, "-o", str(tmp_path / "out.mkv"), "--fps", "60", "--shots", str(shots)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("dainrt: error: ") and words in err[0], err
+        assert not list(tmp_path.glob("out.mkv*"))
