@@ -3,9 +3,10 @@
 The driver (this process) does what is done once: check the options and outputs, probe the
 input, load the model (a wrong checkpoint fails first), **plan the whole film** in one decode pass
 of thumbnails (`pipeline.plan_film`: timestamps, scene cuts, held frames, every output frame's
-job, decided exactly as the streaming run decides them), split the plan into segments
-(`split_plan`), and at the end join the finished segments by stream copy with the input's audio
-and subtitles (`_FilmRun.assemble`, the single-process assembly).
+job, decided exactly as the streaming run decides them, with the same plan options: kept holds,
+cadence, --shots), split the plan into segments (`split_plan`), and at the end join the finished
+segments by stream copy with the input's audio and subtitles (`_FilmRun.assemble`, the
+single-process assembly).
 
 Each segment is one Ray task (one GPU with `--device cuda`, else `CPUS_PER_TASK` CPUs and as many
 torch threads). The worker seeks the input to the segment's first input frame and decodes to its
@@ -37,7 +38,7 @@ from . import encode as enc
 from .decode import Decoder, InputInfo
 from .pipeline import FrameMaker, RunOptions, _FilmRun, _fingerprint, _load_model, plan_film, segment_writer
 from .resume import prepare_work_dir, work_dir_for
-from .timing import INTERP
+from .timing import INTERP, Shots
 
 MAX_RETRIES = 3                 # Ray re-runs a segment whose worker process or node died
 CPUS_PER_TASK = 1               # CPU runs: one task per core, each with one torch thread
@@ -185,7 +186,7 @@ def _make_segment(film: _Film, model, seg: Segment, tally) -> dict:
     import torch
 
     backend = _backend(film, model)
-    maker = FrameMaker(backend, film.info.dtype, film.images_out)
+    maker = FrameMaker(backend, film.info.dtype, film.images_out, film.settings.pix_fmt, film.settings.alpha)
     metas, done = [], [0]
 
     def frame_done(n: int) -> None:
@@ -297,8 +298,8 @@ class ClusterRun(_FilmRun):
     """`dainrt run --cluster`: the single-process run's setup checks, work folder, state and
     assembly, with `stream()` replaced by the plan, the split and one Ray task per segment."""
 
-    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, seg_frames: int, output: Path,
-                 images_out: bool):
+    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, shots: Shots, seg_frames: int,
+                 output: Path, images_out: bool):
         self.opts, self.info, self.grid, self.settings = opts, info, grid, settings
         self.seg_frames, self.output, self.images_out = seg_frames, output, images_out
         # As in a single-process run, all that can fail on the user's options is checked before
@@ -314,7 +315,7 @@ class ClusterRun(_FilmRun):
         try:
             self._check_resources()
             t0 = time.perf_counter()
-            jobs, self.report, anchors = plan_film(opts, info, grid)
+            jobs, self.report, anchors = plan_film(opts, info, grid, shots)
             self.plan_s = time.perf_counter() - t0
             ranges = split_plan(jobs, seg_frames, [c["frame"] for c in self.report.cuts])
             self.segments_planned = make_segments(jobs, ranges, anchors)

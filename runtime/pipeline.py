@@ -36,7 +36,9 @@ from .allocator import HeapTrimmer
 from .decode import Decoder, InputInfo, is_image_sequence, probe
 from .resume import file_identity, prepare_work_dir, work_dir_for
 from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
-from .timing import FADE, INTERP, KINDS, Anchor, Planner, format_rate, frac_to_str, make_grid
+from .shots import RuleShots, read_rules, scene_list
+from .timing import (DEFAULT_KEEP_HOLDS, FADE, INTERP, KINDS, Anchor, Planner, Shots, ShotSettings, format_rate,
+                     frac_to_str, make_grid)
 
 SEGMENT_SECONDS = 10
 PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -63,6 +65,9 @@ class RunOptions:
     dedup_threshold: float = DEDUP_THRESHOLD
     scene_threshold: float = SCENE_THRESHOLD
     scene_mode: str = "repeat"
+    keep_holds: int | None = DEFAULT_KEEP_HOLDS   # with dedup: holds longer than this stay holds
+    cadence: int = 1                     # a new picture every N output frames
+    shots: str | None = None             # a --shots file (runtime/shots.py)
     codec: str | None = None
     crf: int | None = None
     pix_fmt: str | None = None
@@ -118,7 +123,8 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
         "input": src, "fps": frac_to_str(opts.fps) if opts.fps is not None else None, "factor": opts.factor,
         "input_fps": frac_to_str(opts.input_fps) if opts.input_fps else None, "max_frames": opts.max_frames,
         "dedup": opts.dedup, "dedup_threshold": opts.dedup_threshold, "scene_threshold": opts.scene_threshold,
-        "scene_mode": opts.scene_mode, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
+        "scene_mode": opts.scene_mode, "keep_holds": opts.keep_holds, "cadence": opts.cadence,
+        "shots": [r.describe() for r in read_rules(opts.shots)] if opts.shots else None, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
         "segment_frames": segment_frames, "backend": opts.backend,
         "backend_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
                             for k, v in sorted(opts.backend_options.items())},
@@ -151,6 +157,8 @@ class _Report:
         self.cuts: list[dict] = []
         self.duplicates: list[float] = []
         self.kinds = {k: 0 for k in KINDS}
+        self.again = 0                  # output frames that repeat the previous new picture (cadence)
+        self.holds: list[dict] = []     # the kept holds (the planner's)
 
 
 def run(opts: RunOptions) -> dict:
@@ -186,6 +194,12 @@ def _check_options(opts: RunOptions) -> None:
                         ("segment_frames", opts.segment_frames)):
         if value is not None and value < 1:
             raise OptionError(name, f"must be 1 or more, got {value}")
+    if opts.cadence < 1:
+        raise OptionError("cadence", f"must be 1 or more, got {opts.cadence}")
+    if opts.keep_holds is not None and opts.keep_holds < 1:
+        raise OptionError("keep_holds", f"must be 1 or more (or None: keep no hold), got {opts.keep_holds}")
+    if opts.shots is not None:
+        read_rules(opts.shots)                   # a mistake in the file is a one-line error now
     if opts.scene_mode not in ("repeat", "crossfade"):
         raise OptionError("scene_mode", f"must be repeat or crossfade, got {opts.scene_mode!r}")
     if not 0 <= opts.scene_threshold <= 100:
@@ -222,17 +236,19 @@ def _run(opts: RunOptions) -> dict:
     for note in info.notes:
         _warn(note)
     grid = make_grid(info.timeline, opts.fps, opts.factor)
-    settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out)
+    settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out,
+                                         suffix=Path(opts.output).suffix if opts.output else "")
     for note in settings.notes:
         _warn(note)
+    shots = _shots(opts, info, grid)
     seg_frames = opts.segment_frames or max(1, math.ceil(SEGMENT_SECONDS * float(settings.rate or settings.average_rate)))
     if opts.dry_run:
-        return _dry_run(opts, info, grid, settings, t_start)
+        return _dry_run(opts, info, grid, settings, shots, t_start)
     if opts.cluster is not None:
         from .cluster import ClusterRun as Film
     else:
         Film = _FilmRun
-    film = Film(opts, info, grid, settings, seg_frames, output, images_out)
+    film = Film(opts, info, grid, settings, shots, seg_frames, output, images_out)
     try:
         if not film.state.complete:
             film.stream()
@@ -244,21 +260,23 @@ def _run(opts: RunOptions) -> dict:
 
 class FrameMaker:
     """The output pictures of planned jobs, from the decoded frames they name (`frames`, by input
-    index): `copy`, `repeat` and `hold` pass the decoded frame through (RGB numpy for picture
-    output), `fade` blends two, `interp` asks the runner, consecutive interpolations of one pair
-    in one call so the pair's work is done once. The single-process run and every cluster
-    worker (`runtime/cluster.py`) make their frames here."""
+    index): `copy`, `still`, `repeat` and `hold` show an original (`_original`), `fade` blends
+    two, `interp` asks the runner, consecutive interpolations of one pair in one call so the
+    pair's work is done once, and each (pair, t) computed once when a cadence shows it again.
+    The single-process run and every cluster worker (`runtime/cluster.py`) make their frames here.
+    `pix_fmt` is the output's pixel format; `alpha`: the film has an alpha channel (RGBA)."""
 
-    def __init__(self, backend, dtype, images_out: bool):
+    def __init__(self, backend, dtype, images_out: bool, pix_fmt: str, alpha: bool):
         from dainrt.engine import Runner
 
         from .transfer import Transfers
 
         self.runner = Runner(backend)
         self.transfers = Transfers(backend.device, dtype)
-        self.dtype, self.images_out = dtype, images_out
+        self.dtype, self.images_out, self.pix_fmt, self.alpha = dtype, images_out, pix_fmt, alpha
         self.frames: dict[int, object] = {}      # decoded frames the jobs may still use, by index
         self._images: dict[int, object] = {}     # their float tensors for the runner (see _image)
+        self._last = None                        # ((src, dst), t, payload) of the last interpolation
         self.inference_s = 0.0
         self.trim_heap = HeapTrimmer()           # resident memory stays flat over a long film
 
@@ -272,20 +290,51 @@ class FrameMaker:
                 while i + len(group) < len(jobs) and jobs[i + len(group)].kind == INTERP \
                         and (jobs[i + len(group)].src, jobs[i + len(group)].dst) == (job.src, job.dst):
                     group.append(jobs[i + len(group)])
-                yield from zip(group, self._interpolate(job.src, job.dst, [g.t for g in group]))
+                yield from zip(group, self._pair(group))
                 i += len(group)
                 continue
             if job.kind == FADE:
                 yield job, _blend(self.frames[job.src].image, self.frames[job.dst].image, job.t, self.dtype)
             else:
-                yield job, self.frames[job.src].image if self.images_out else self.frames[job.src].frame
+                yield job, self._original(job.src)
             i += 1
+
+    def _pair(self, group) -> list:
+        """The payloads of consecutive interpolations of one pair. A cadence shows a t more than
+        once, also across calls (the last interpolation is kept): each is computed once."""
+        pair = (group[0].src, group[0].dst)
+        last = self._last if self._last is not None and self._last[0] == pair else None
+        times = [t for t in dict.fromkeys(g.t for g in group) if last is None or t != last[1]]
+        computed = dict(zip(times, self._interpolate(*pair, times))) if times else {}
+        if last is not None:
+            computed.setdefault(last[1], last[2])
+        self._last = (pair, group[-1].t, computed[group[-1].t])
+        return [computed[g.t] for g in group]
+
+    def _original(self, index: int):
+        """An input picture as an encoder payload. It is passed through untouched (bit for bit
+        up to the encoder) when it already is in the output's pixel format; otherwise it takes
+        the interpolated frames' colour path (RGB -> output format), so the two never differ
+        by a conversion."""
+        df = self.frames[index]
+        if self.images_out or df.frame.format.name != self.pix_fmt:
+            return df.image
+        return df.frame
 
     def _interpolate(self, src: int, dst: int, times: list[float]) -> list:
         """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
         a, b = self.frames[src], self.frames[dst]
         t0 = time.perf_counter()
-        outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
+        if self.alpha:
+            from .transfer import premultiply, unpremultiply
+
+            # premultiplied colour through the model, alpha warped with the same flows and kernels
+            (c0, a0), (c1, a1) = premultiply(self._image(a)), premultiply(self._image(b))
+            outs = self.runner.interpolate(a.index, c0, b.index, c1, times)
+            alphas = self.runner.interpolate_alpha(a.index, a0, b.index, a1, times)
+            outs = [unpremultiply(o, al) for o, al in zip(outs, alphas)]
+        else:
+            outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
         payloads = [self.transfers.download(o) for o in outs]
         self.inference_s += time.perf_counter() - t0
         self.trim_heap()
@@ -311,8 +360,8 @@ class _FilmRun:
     * `assemble()` and `result()`: the segments joined into the output, the report.
     """
 
-    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, seg_frames: int, output: Path,
-                 images_out: bool):
+    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, shots: Shots, seg_frames: int,
+                 output: Path, images_out: bool):
         from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
 
@@ -332,21 +381,27 @@ class _FilmRun:
         except BaseException:
             self.backend.close()
             raise
-        self.maker = FrameMaker(self.backend, info.dtype, images_out)
+        self.maker = FrameMaker(self.backend, info.dtype, images_out, settings.pix_fmt, settings.alpha)
         self.runner, self.transfers, self.frames = self.maker.runner, self.maker.transfers, self.maker.frames
         self.report = _Report()
         for seg in self.state.segments:
             for k, v in seg["kinds"].items():
-                self.report.kinds[k] += v
+                if k == "again":
+                    self.report.again += v
+                else:
+                    self.report.kinds[k] += v
         self.detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
-        self.planner = Planner(grid, opts.scene_mode)
+        self.planner = Planner(grid, opts.scene_mode, opts.dedup, shots)
         self.k_start = self.state.frames_done
-        self.resume_anchor = None
+        self.resume_anchor = None                # the last frame the resumed planner saw
+        self.ref_index = None                    # the detector's last kept frame
         if self.resuming:
             self.report.cuts, self.report.duplicates = list(self.state.scene_cuts), list(self.state.duplicates)
             if self.state.resume is not None:
                 self.resume_anchor = self.planner.restore(self.state.resume["planner"])
                 self.detector.restore(self.state.resume["detector"], None)
+                self.ref_index = self.state.resume["ref"]
+        self.report.holds = self.planner.holds   # the kept holds, as the planner finds them
         self.stream_s = 0.0
 
     def _check_output(self) -> list[str]:
@@ -369,10 +424,12 @@ class _FilmRun:
         recorded in the work folder's state as they complete."""
         import torch
 
-        anchor = self.resume_anchor
+        # a resumed run decodes from the first frame the planner still needs
+        first = min(self.planner.needed_anchors() + [self.resume_anchor], key=lambda a: a.index) \
+            if self.resume_anchor is not None else None
         progress = self._progress_bar()
-        decoder = Decoder(self.info, images=True, start=anchor.pts if anchor is not None else None,
-                          start_index=anchor.index if anchor is not None else 0,
+        decoder = Decoder(self.info, images=True, start=first.pts if first is not None else None,
+                          start_index=first.index if first is not None else 0,
                           prepare=self.transfers.upload if self.transfers.cuda else None).start()
         encoder = enc.SegmentedEncoder(self._make_writer, self.seg_frames, self._on_segment,
                                        on_frame=(progress.update if progress is not None else None))
@@ -397,23 +454,26 @@ class _FilmRun:
             _warn(self.notes[-1])
 
     def _loop(self, decoder, encoder) -> None:
-        anchor, planner = self.resume_anchor, self.planner
+        last, planner = self.resume_anchor, self.planner
         snap = self.state.resume if self.resuming and self.state.resume is not None else None
         for df in decoder:
-            if anchor is not None and df.pts == anchor.pts and df.index == anchor.index and planner.prev is anchor:
-                # The resumed run's last input frame: the planner has it already, the detector
-                # needs its picture back.
-                self.detector.ref = df.thumb
-                self.frames[df.index] = df
+            if last is not None and df.index <= last.index:
+                # Seen by the resumed run already: the planner may need its picture, the
+                # detector its thumbnail.
+                if df.index in planner.needed():
+                    self.frames[df.index] = df
+                if df.index == self.ref_index:
+                    self.detector.ref = df.thumb
                 continue
             d = _admit(df, self.grid, self.detector, self.report)
-            if d.drop:
-                continue
+            if not d.drop:
+                self.ref_index = df.index
             if snap is None:
                 snap = self._snapshot()
             self.frames[df.index] = df
-            self._emit(encoder, planner.push(Anchor(df.index, df.time, df.pts), d.cut), snap)
-            for key in [key for key in self.frames if key != df.index]:
+            self._emit(encoder, planner.push(Anchor(df.index, df.time, df.pts), d.cut, d.duplicate), snap)
+            needed = planner.needed()
+            for key in [key for key in self.frames if key not in needed]:
                 del self.frames[key]
             snap = self._snapshot()
         self._emit(encoder, planner.finish(), snap if snap is not None else self._snapshot())
@@ -423,10 +483,11 @@ class _FilmRun:
         for job, payload in self.maker.make([job for job in jobs if job.slot.k >= self.k_start]):
             encoder.put(job, payload, snap)
             self.report.kinds[job.kind] += 1
+            self.report.again += job.again
 
     def _snapshot(self) -> dict:
         """Where the run stands, for a resume from the next segment boundary."""
-        return {"planner": self.planner.state(), "detector": self.detector.state(),
+        return {"planner": self.planner.state(), "detector": self.detector.state(), "ref": self.ref_index,
                 "cuts": len(self.report.cuts), "dups": len(self.report.duplicates)}
 
     def _make_writer(self, index: int):
@@ -581,6 +642,12 @@ def _report_dict(opts, info: InputInfo, grid, settings, report: _Report, frames_
         "duplicates": {"count": len(report.duplicates), "times": report.duplicates, "dropped": opts.dedup,
                        "threshold": opts.dedup_threshold},
         "frames": dict(report.kinds),
+        "cadence_repeats": report.again,
+        "shots": scene_list(report.cuts, tl.start, tl.end),
+        "kept_holds": report.holds,
+        "plan_options": {"dedup": opts.dedup, "keep_holds": opts.keep_holds if opts.dedup else None,
+                         "cadence": opts.cadence, "shots_file": opts.shots,
+                         "rules": [r.describe() for r in read_rules(opts.shots)] if opts.shots else []},
         "wall_time_s": round(wall, 3),
         "output_fps": round(frames_out / wall, 3) if wall > 0 else None,
         "notes": notes,
@@ -609,31 +676,43 @@ def _admit(df, grid, detector: Detector, report: _Report):
     return d
 
 
-def plan_film(opts: RunOptions, info: InputInfo, grid) -> tuple[list, _Report, dict[int, int]]:
+def _shots(opts: RunOptions, info: InputInfo, grid) -> Shots:
+    """The settings by moment: the command line's, changed by the rules of a --shots file."""
+    base = ShotSettings(opts.cadence, opts.keep_holds)
+    if opts.shots is None:
+        return Shots(base)
+    return RuleShots(base, read_rules(opts.shots), grid.rate, info.timeline.rate, opts.shots)
+
+
+def plan_film(opts: RunOptions, info: InputInfo, grid,
+              shots: Shots | None = None) -> tuple[list, _Report, dict[int, int]]:
     """One decode pass without pictures (thumbnails only): the detector and planner over the
-    whole film, as the streaming run does frame by frame. Returns every output frame's job in
-    order, the report (cuts, held frames, kinds) and the pts of each kept input frame, by index."""
+    whole film, as the streaming run does frame by frame, with `opts`' plan options (`shots`:
+    by default `opts`' cadence, holds and --shots file). Returns every output frame's job in
+    order, the report (cuts, held frames, kinds, cadence repeats, kept holds) and the pts of each
+    input frame, by index."""
+    shots = shots if shots is not None else _shots(opts, info, grid)
     report = _Report()
     detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
-    planner = Planner(grid, opts.scene_mode)
+    planner = Planner(grid, opts.scene_mode, opts.dedup, shots)
     jobs: list = []
     anchors: dict[int, int] = {}
     with Decoder(info, images=False) as decoder:
         for df in decoder:
             d = _admit(df, grid, detector, report)
-            if d.drop:
-                continue
             anchors[df.index] = df.pts
-            jobs.extend(planner.push(Anchor(df.index, df.time, df.pts), d.cut))
+            jobs.extend(planner.push(Anchor(df.index, df.time, df.pts), d.cut, d.duplicate))
         jobs.extend(planner.finish())
     for job in jobs:
         report.kinds[job.kind] += 1
+        report.again += job.again
+    report.holds = planner.holds
     return jobs, report, anchors
 
 
-def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) -> dict:
+def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, shots: Shots, t_start: float) -> dict:
     """Decode, detect and plan only: no model, nothing written but the report."""
-    jobs, report, _ = plan_film(opts, info, grid)
+    jobs, report, _ = plan_film(opts, info, grid, shots)
     plan = [[j.slot.k, frac_to_str(j.slot.time), j.kind, j.src, j.dst, j.t] for j in jobs]
     result = _report_dict(opts, info, grid, settings, report, len(plan), time.perf_counter() - t_start, list(info.notes))
     result.update({"dry_run": True, "backend": opts.backend, "device": str(opts.device), "plan": plan})
@@ -674,9 +753,11 @@ def summary_line(result: dict) -> str:
     rate_out = format_rate(Fraction(o["rate"])) if o["rate"] else "variable rate"
     cuts = len(result["scene_cuts"])
     dups = result["duplicates"]["count"]
+    holds = len(result["kept_holds"])
+    kept = f", {holds} hold{'s' if holds != 1 else ''} kept" if holds else ""
     what = "planned" if result.get("dry_run") else f"wrote {o['path']}:"
     held = f"{dups} held frame{'s' if dups != 1 else ''}" + (" dropped" if result["duplicates"]["dropped"] else "")
     return (f"dainrt: {what} {o['frames']} frames at {rate_out} fps ({o['duration']:.3f} s) from {i['frames']} "
-            f"at {rate_in} fps ({i['duration']:.3f} s); {k['interp']} interpolated, {k['copy']} copied, "
-            f"{k['repeat'] + k['fade']} at {cuts} scene cut{'s' if cuts != 1 else ''}, {held}; "
+            f"at {rate_in} fps ({i['duration']:.3f} s); {k['interp']} interpolated, {k['copy'] + k['still']} copied, "
+            f"{k['repeat'] + k['fade']} at {cuts} scene cut{'s' if cuts != 1 else ''}, {held}{kept}; "
             f"{result['wall_time_s']:.1f} s ({result['output_fps'] or 0:.2f} frames/s)")

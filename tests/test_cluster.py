@@ -1,7 +1,8 @@
 """`dainrt run --cluster` on a real local Ray cluster of 2 workers (one module-wide cluster, the
 small synthetic model, 64x48 clips): the split of a real plan, the same frames as the
-single-process run, Ctrl-C then `--resume` skipping the finished (and verified) segments, a
-killed worker retried by Ray, a worker that cannot read the input, and the line without Ray."""
+single-process run (also with kept holds and a cadence), Ctrl-C then `--resume` skipping the
+finished (and verified) segments, a killed worker retried by Ray, a worker that cannot read the
+input, and the line without Ray."""
 from __future__ import annotations
 
 import json
@@ -72,10 +73,10 @@ def _streams(path):
     return frames, pts, tb, duration, audio
 
 
-def _same_film(a, b) -> None:
+def _same_film(a, b, frames: int = 35) -> None:
     fa, pa, ta, da, aa = _streams(a)
     fb, pb, tb, db, ab = _streams(b)
-    assert len(fa) == len(fb) == 35
+    assert len(fa) == len(fb) == frames
     assert pa == pb and ta == tb                          # the same timestamps
     assert all(np.array_equal(x, y) for x, y in zip(fa, fb))   # frame for frame
     assert da == db and aa == ab and len(aa) > 0           # duration, audio packets bit for bit
@@ -118,6 +119,27 @@ def test_cluster_run_equals_the_single_process_run(cluster, film, single, small_
     assert all(s["node"] and s["worker"].startswith("pid ") and s["seconds"] > 0 and not s["resumed"] for s in segs)
     assert r["cluster"]["workers"] == 2 and r["cluster"]["nodes"] == 1
     assert r["output"]["frames"] == 35 and r["frames"]["repeat"] == 2 and r["copied_packets"] > 0
+
+
+def test_plan_options_on_the_cluster_equal_the_single_process_run(cluster, small_ckpt, tmp_path):
+    # Stop motion on twos with one pose held for 4 frames, then a scene cut: the hold is kept
+    # (still frames), the rest interpolated through, a new picture every 2nd output frame.
+    a, b = pictures(4, 64, 48, seed=3), pictures(3, 64, 48, seed=4)
+    held = write_clip(str(tmp_path / "held.mkv"), [a[0], a[0], a[1], a[1], a[1], a[1], a[2], a[3], a[3],
+                                                    b[0], b[0], b[1], b[2]],
+                      rate=12, codec="ffv1", pix_fmt="bgr0", audio_seconds=1.1, audio_codec="flac")
+    cmd = ["run", held, "--weights", str(small_ckpt), "--segment-frames", "8", "--keep-holds", "2",
+           "--cadence", "2", *ARGS]
+    outs = {}
+    for name, extra in (("single", []), ("cluster", ["--cluster", "local:2"])):
+        outs[name] = tmp_path / f"{name}.mkv"
+        assert main([*cmd, "-o", str(outs[name]), "--report", str(tmp_path / f"{name}.json"), *extra]) == 0
+    r, single = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("cluster", "single"))
+    _same_film(outs["single"], outs["cluster"], r["output"]["frames"])
+    same = ("frames", "cadence_repeats", "kept_holds", "scene_cuts", "duplicates", "plan_options")
+    assert {k: r[k] for k in same} == {k: single[k] for k in same}
+    assert [h["frames"] for h in r["kept_holds"]] == [4] and r["frames"]["still"] > 0 and r["frames"]["interp"] > 0
+    assert r["cadence_repeats"] > 0 and len(r["scene_cuts"]) == 1 and len(r["cluster"]["segments"]) > 1
 
 
 def _when(condition, action, timeout=240):
