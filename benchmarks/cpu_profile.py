@@ -7,13 +7,19 @@ CPU engine costs per output frame, measured side by side in one run.
 Frames: consecutive pictures of real footage (`--input`, default the Big Buck Bunny clip in
 tests/data, 1280x720), scaled to `--size`; the model: the bundled default (or `--weights`).
 
-1. **Speed.** Each engine (`--engines`, default `reference` = torch FP32 with the vectorised
-   PyTorch warping ops, the CPU default until numba; `numba` = torch FP32 with the compiled warp,
-   the CPU default now; `onnxruntime` = ORT FP32) streams the clip at x`--factor` through the
-   `Runner`: an untimed priming pair, then `--rounds` steps, each one new input frame (one
-   `frame`, one `pair`, factor-1 `warp` + `rectify`). Rounds alternate between the engines, so
-   background load falls on all alike. Per output frame: median wall seconds and median CPU
-   seconds (all threads of this process), per stage, and the ratio to the first engine.
+1. **Speed.** Each engine (`--engines`) streams the clip at x`--factor` through the `Runner`:
+   an untimed priming pair, then `--rounds` steps, each one new input frame (one `frame`, one
+   `pair`, factor-1 `warp` + `rectify`). Rounds alternate between the engines, so background
+   load falls on all alike. Per output frame: median wall seconds and median CPU seconds (all
+   threads of this process), per stage, and the ratio to the first engine. The engines:
+
+   * `before`: the CPU path as it was before this benchmark existed: torch FP32, the vectorised
+     PyTorch warping ops, and glibc's default allocation (large blocks mmapped, so freed
+     activations are page-faulted in again; emulated per round with its steady state, mmap
+     threshold 32 MiB and trim threshold 64 MiB);
+   * `reference`: the same ops with freed memory reused (`engine/host_memory.py`);
+   * `numba`: that, with the compiled adaptive warp: the CPU default now;
+   * `onnxruntime`: ORT FP32, freed memory reused.
 2. **Same pictures.** Max |difference| and PSNR of every engine's frames against the first's.
 3. **Profile** (`--profile`, on by default): one step per torch engine under torch.profiler,
    self CPU time per op, with the custom layers and the correlation as named ranges; for ONNX
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -41,7 +48,7 @@ from dainrt.base.sizes import size_argument
 from dainrt.base.times import times_for_factor
 
 DEFAULT_INPUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "video" / "big_buck_bunny_11s-21s_scenecuts.mkv"
-ENGINES = ("reference", "numba", "onnxruntime")
+ENGINES = ("before", "reference", "numba", "onnxruntime")
 STAGES = ("frame", "pair", "warp", "rectify")
 
 
@@ -96,14 +103,29 @@ def _named(fn, name: str):
     return wrapped
 
 
+def allocation(engine: str) -> None:
+    """glibc's large-block policy for the next round: `before` emulates the default's steady
+    state (blocks above 32 MiB mmapped, freed ones unmapped), the others reuse freed memory."""
+    from dainrt.engine import host_memory as hm
+
+    libc = hm._libc()
+    if libc is None:
+        return
+    mmap = hm.GLIBC_MAX_MMAP_THRESHOLD if engine == "before" else hm.reuse_freed_memory() or hm.GLIBC_MAX_MMAP_THRESHOLD
+    libc.mallopt(hm.M_MMAP_THRESHOLD, mmap)
+    libc.mallopt(hm.M_TRIM_THRESHOLD, 2 * mmap)
+    libc.malloc_trim(0)
+
+
 def make_engine(name: str, model, threads: int):
     from dainrt.engine import create_backend
-    from dainrt.engine.torch_backend import TorchBackend, _custom_ops
+    from dainrt.engine.torch_backend import _custom_ops
 
     if name == "onnxruntime":
         return create_backend("onnxruntime", model, "cpu", precision="fp32", threads=threads)
-    backend = TorchBackend(model, torch.device("cpu"), kernels=name)
-    ops = _custom_ops(name)
+    kernels = "reference" if name == "before" else name
+    backend = create_backend("torch", model, "cpu", kernels=kernels)
+    ops = _custom_ops(kernels)
     ops = ops._replace(correlate=_named(ops.correlate, "dain::correlation"),
                        project=_named(ops.project, "dain::depth_flow_projection"),
                        warp=_named(ops.warp, "dain::adaptive_warp"))
@@ -203,16 +225,21 @@ def main(argv=None) -> int:
     outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
     samples: dict[str, dict[str, list[float]]] = {n: defaultdict(list) for n in engines}
     for name, runner in runners.items():          # priming: frames 0 and 1, pair (0, 1), compiles
+        allocation(name)
         outputs[name] += step(runner, frames, 0, times)
     for r in range(1, args.rounds + 1):
         for name, runner in runners.items():
             clock = engines[name]
+            allocation(name)
             clock.reset()
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu, use = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
             outputs[name] += step(runner, frames, r, times)
             per = len(times)
+            after = resource.getrusage(resource.RUSAGE_SELF)
             samples[name]["wall_s"].append((time.perf_counter() - wall) / per)
             samples[name]["cpu_s"].append((time.process_time() - cpu) / per)
+            samples[name]["sys_s"].append((after.ru_stime - use.ru_stime) / per)
+            samples[name]["page_faults"].append((after.ru_minflt - use.ru_minflt) / per)
             for stage in STAGES:
                 samples[name][f"{stage}_wall_s"].append(clock.wall[stage] / per)
                 samples[name][f"{stage}_cpu_s"].append(clock.cpu[stage] / per)
@@ -222,12 +249,14 @@ def main(argv=None) -> int:
     first = args.engines[0]
     print(f"\nper output frame (x{args.factor}: frame and pair shared by {len(times)} frames), median of "
           f"{args.rounds}; CPU-s = all threads")
-    print(f"{'engine':<12} {'wall s':>8} {'CPU s':>8} {'vs ' + first:>12} " + " ".join(f"{s + ' s':>10}" for s in STAGES))
+    print(f"{'engine':<12} {'wall s':>8} {'CPU s':>8} {'sys s':>7} {'faults':>9} {'vs ' + first:>12} "
+          + " ".join(f"{s + ' s':>10}" for s in STAGES))
     for name in engines:
         med = {k: statistics.median(v) for k, v in samples[name].items()}
         ratio = statistics.median(samples[first]["wall_s"]) / med["wall_s"]
         report["engines"][name] = {"median": med, "samples": samples[name], "speedup_vs_first": ratio}
-        print(f"{name:<12} {med['wall_s']:8.2f} {med['cpu_s']:8.2f} {ratio:11.2f}x "
+        print(f"{name:<12} {med['wall_s']:8.2f} {med['cpu_s']:8.2f} {med['sys_s']:7.2f} {med['page_faults']:9.0f} "
+              f"{ratio:11.2f}x "
               + " ".join(f"{med[s + '_wall_s']:10.2f}" for s in STAGES))
 
     print(f"\nsame pictures: every engine's {len(outputs[first])} frames against {first}'s")
@@ -241,6 +270,7 @@ def main(argv=None) -> int:
     if args.profile:
         index = args.rounds + 1 - 1
         for name, clock in engines.items():
+            allocation(name)
             if name == "onnxruntime":
                 table = ort_profile(clock.inner, frames, index, times)
                 print(f"\nprofile {name} (one step; ONNX Runtime node time by stage and op type)")

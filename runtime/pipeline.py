@@ -30,9 +30,9 @@ import numpy as np
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
 from dainrt.base.outputs import check_outputs, pattern_matches
+from dainrt.engine.host_memory import HeapTrimmer
 
 from . import encode as enc
-from .allocator import HeapTrimmer
 from .decode import Decoder, InputInfo, is_image_sequence, probe
 from .resume import file_identity, prepare_work_dir, work_dir_for
 from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
