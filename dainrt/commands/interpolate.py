@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     interp = Interpolator(args.weights, backend=choice.backend, device=args.device, **options)
     frames = interp.iter_interpolate(frame0, frame1, times)
     bar = progress_bar(times, desc="interpolating", unit="frame")
-    for path, t, frame in zip(paths, bar, frames):
+    for t, path, frame in zip(bar, paths, frames):     # the bar first: it ends (2/2) when zip asks again
         if grey:
             frame = frame.mean(axis=2)      # greyscale in, greyscale out (the model works in RGB)
         write_image(path, to_dtype(frame, out_dtype))
