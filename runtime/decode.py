@@ -18,6 +18,7 @@ warning.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import re
@@ -104,6 +105,13 @@ class InputInfo:
     other_streams: list[tuple[int, str, str]] = field(default_factory=list)   # (index, type, codec)
     rebuilt_timestamps: bool = False    # pts[i] is frame i's rebuilt timestamp, not the file's
     notes: list[str] = field(default_factory=list)
+    source_size: tuple[int, int] | None = None   # (W, H) in the file when decoding scales to width x height
+    frames_in_file: int = 0             # video frames in the whole input (before --max-frames / --preview)
+
+    def scaled(self, width: int, height: int) -> "InputInfo":
+        """The same input, decoded at `width` x `height` pixels (e.g. `run --preview`)."""
+        return dataclasses.replace(self, width=width, height=height,
+                                   source_size=self.source_size or (self.width, self.height))
     keep_alpha: bool = False            # decode RGBA (the output carries alpha)
 
     @property
@@ -167,8 +175,10 @@ def _declared_duration(container, stream) -> Fraction | None:
     return None
 
 
-def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_frames: int | None = None) -> InputInfo:
-    """Open, demux the video packets once and decode the first frame (see module docstring)."""
+def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_frames: int | None = None,
+          max_seconds: float | None = None) -> InputInfo:
+    """Open, demux the video packets once and decode the first frame (see module docstring).
+    `max_frames` / `max_seconds`: only the first N frames / the frames in the first S seconds."""
     import av
 
     path = os.fspath(path)
@@ -231,6 +241,10 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
                 f"{float(timeline_full.end):.3f} s (re-copy or re-export the file)"
             )
     timeline = timeline_full
+    frames_in_file = len(pts)
+    if max_seconds is not None:
+        within = sum(1 for p in pts if (p - pts[0]) * tb < Fraction(max_seconds)) or 1
+        max_frames = within if max_frames is None else min(max_frames, within)
     if max_frames is not None and max_frames < len(pts):
         timeline = Timeline.from_timestamps(pts, tb, rate_hint, last_duration, truncate_after=max_frames)
         pts = pts[:max_frames]
@@ -243,6 +257,7 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
         has_alpha=has_alpha, color_range=int(first.color_range), colorspace=int(first.colorspace),
         color_primaries=int(first.color_primaries), color_trc=int(first.color_trc),
         timeline=timeline, pts=pts, declared_duration=declared, other_streams=other, rebuilt_timestamps=rebuilt,
+        frames_in_file=frames_in_file,
     )
     if rebuilt:
         info.notes.append(f"{broken} of {len(raw)} frames have missing or repeated timestamps: all were rebuilt from "
@@ -364,6 +379,7 @@ class Decoder:
         last_pts = None
         index = self.start_index
         limit_pts = info.pts[-1]
+        source_size = info.source_size or (info.width, info.height)
         container = None
         try:
             container = open_input(info.path, info.sequence_rate)
@@ -404,11 +420,13 @@ class Decoder:
                 if last_pts is not None and pts <= last_pts:
                     self.dropped += 1                       # broken or repeated timestamp
                     continue
-                if (frame.width, frame.height) != (info.width, info.height):
+                if (frame.width, frame.height) != source_size:
                     raise DainrtError(
                         f"{info.path}: the frame size changes at {float(pts * timeline.time_base):.3f} s "
-                        f"({info.width}x{info.height} -> {frame.width}x{frame.height}); dainrt needs one size"
+                        f"({source_size[0]}x{source_size[1]} -> {frame.width}x{frame.height}); dainrt needs one size"
                     )
+                if info.source_size is not None:
+                    frame = frame.reformat(width=info.width, height=info.height, interpolation="AREA")
                 time = timeline.time(pts)
                 if timeline.rate is not None:
                     index = timeline.grid_index(time)

@@ -15,6 +15,7 @@ finished segments kept; `--resume` continues from there and produces the same fr
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -30,9 +31,11 @@ import numpy as np
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
 from dainrt.base.outputs import check_outputs, pattern_matches
+from dainrt.base.progress import progress_bar
 from dainrt.engine.host_memory import HeapTrimmer
 
 from . import encode as enc
+from . import preview
 from .decode import Decoder, InputInfo, is_image_sequence, probe
 from .resume import file_identity, prepare_work_dir, work_dir_for
 from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
@@ -75,6 +78,7 @@ class RunOptions:
     segment_frames: int | None = None
     input_fps: Fraction | None = None
     max_frames: int | None = None
+    preview: float | None = None         # seconds: a small excerpt, written as NAME.preview.EXT (runtime/preview.py)
     dry_run: bool = False
     overwrite: bool = False              # replace an existing output / report (-y); never an input
     progress: bool | None = None         # None: when stderr is a terminal
@@ -122,6 +126,7 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
     return {
         "input": src, "fps": frac_to_str(opts.fps) if opts.fps is not None else None, "factor": opts.factor,
         "input_fps": frac_to_str(opts.input_fps) if opts.input_fps else None, "max_frames": opts.max_frames,
+        "preview": opts.preview, "size": [info.width, info.height],
         "dedup": opts.dedup, "dedup_threshold": opts.dedup_threshold, "scene_threshold": opts.scene_threshold,
         "scene_mode": opts.scene_mode, "keep_holds": opts.keep_holds, "cadence": opts.cadence,
         "shots": [r.describe() for r in read_rules(opts.shots)] if opts.shots else None, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
@@ -211,6 +216,8 @@ def _check_options(opts: RunOptions) -> None:
             raise OptionError(name, "is empty")
     if opts.input_fps is not None and opts.input_fps <= 0:
         raise OptionError("input_fps", f"must be above 0, got {opts.input_fps}")
+    if opts.preview is not None and not opts.preview > 0:
+        raise OptionError("preview", f"must be above 0 seconds, got {opts.preview}")
     if opts.cluster is not None and not opts.dry_run:
         from .cluster import parse_address, require_ray
 
@@ -231,10 +238,14 @@ def _check_options(opts: RunOptions) -> None:
 def _run(opts: RunOptions) -> dict:
     t_start = time.perf_counter()
     _check_options(opts)
+    if opts.preview is not None and opts.output is not None:
+        opts = dataclasses.replace(opts, output=preview.preview_output(opts.output))
     output, images_out = _check_paths(opts)
-    info = probe(opts.input, opts.input_fps, opts.max_frames)
+    info = probe(opts.input, opts.input_fps, opts.max_frames, opts.preview)
     for note in info.notes:
         _warn(note)
+    if opts.preview is not None:
+        info = _preview_info(opts, info)
     grid = make_grid(info.timeline, opts.fps, opts.factor)
     settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out,
                                          suffix=Path(opts.output).suffix if opts.output else "")
@@ -347,6 +358,14 @@ class FrameMaker:
             self._images = {k: v for k, v in self._images.items() if k in self.frames}
             self._images[df.index] = self.transfers.image(df.staged)
         return self._images[df.index]
+
+
+def _preview_info(opts: RunOptions, info: InputInfo) -> InputInfo:
+    """The preview's input: decoded at the preview size; says in one line what the preview is."""
+    small = info.scaled(*preview.preview_size(info.width, info.height))
+    print("dainrt: " + preview.describe(opts.preview, info.timeline.frames, info.frames_in_file, (small.width, small.height),
+                                        (info.width, info.height), opts.output or "(dry run)"), file=sys.stderr)
+    return small
 
 
 class _FilmRun:
@@ -516,10 +535,8 @@ class _FilmRun:
         show = self.opts.progress if self.opts.progress is not None else sys.stderr.isatty()
         if not show:
             return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.grid.count, initial=self.k_start, unit="frame", desc="dainrt run",
-                    dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+        # tqdm's rate is the output frame rate the run achieves (frames/s), its ETA the film's end.
+        return progress_bar(total=self.grid.count, initial=self.k_start, unit="frame", desc="dainrt run", show=True)
 
     def _abandon(self, err: BaseException) -> None:
         """After Ctrl-C or an error: keep finished segments for --resume, else remove the work

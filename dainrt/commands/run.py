@@ -53,6 +53,7 @@ def _cluster(text: str) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from dainrt.runtime.scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD
+    from dainrt.runtime.preview import PREVIEW_SECONDS, PREVIEW_SIDE
     from dainrt.runtime.timing import DEFAULT_KEEP_HOLDS
 
     from .engine_args import add_engine_arguments
@@ -106,7 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-y", "--overwrite", action="store_true",
                    help="replace an existing OUTPUT / --report (never one of the inputs)")
     p.add_argument("--input-fps", type=_rate, metavar="RATE", help="frame rate of picture-sequence input (default 24)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="only the first N input frames (a quick preview)")
+    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="only the first N input frames")
+    p.add_argument("--preview", type=A.float_range(0, 3600, lo_open=True), nargs="?", const=PREVIEW_SECONDS, metavar="SECONDS",
+                   help=f"a quick look: the first SECONDS (default {PREVIEW_SECONDS:g}) at most {PREVIEW_SIDE} px wide, "
+                   "at the target rate, written as OUTPUT's name + .preview (minutes on a CPU)")
     p.add_argument("--segment-frames", type=_positive_int, metavar="N",
                    help="output frames per resumable segment (default: 10 seconds of output)")
     p.add_argument("--cluster", type=_cluster, metavar="ADDRESS",
@@ -151,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         shots=str(args.shots) if args.shots else None,
         dedup_threshold=args.dedup_threshold, scene_threshold=args.scene_threshold, scene_mode=args.scene_mode,
         codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume,
-        segment_frames=args.segment_frames, input_fps=args.input_fps, max_frames=args.max_frames,
+        segment_frames=args.segment_frames, input_fps=args.input_fps, max_frames=args.max_frames, preview=args.preview,
         dry_run=args.dry_run, progress=False if args.no_progress else None, overwrite=args.overwrite,
         cluster=args.cluster,
     )
