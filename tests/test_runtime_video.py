@@ -18,6 +18,7 @@ import torch
 from dainrt.model.checkpoint import load_model
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
+from dainrt.engine.choice import choose_engine
 from dainrt.runtime.synthetic import decode_rgb, pictures, write_clip
 from dainrt.runtime.transfer import quantize
 from dainrt.runtime.transfer import to_tensor
@@ -29,8 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def reference(small_ckpt):
-    """A runner on the same weights as the CLI runs, for the expected in-betweens."""
-    return Runner(create_backend("torch", load_model(small_ckpt)))
+    """A runner on the same weights and engine as the CLI runs, for the expected in-betweens."""
+    choice = choose_engine(torch.device("cpu"))
+    return Runner(create_backend(choice.backend, load_model(small_ckpt), **choice.options))
 
 
 def run(*args) -> dict:
