@@ -19,19 +19,24 @@ class Interpolator:
     `dainrt.model.weights.resolve_weights`) or an already built `dainrt.model.DAIN`.
     `backend`, `precision`, `kernels` and `compile` choose how it runs (`dainrt.engine.choice`:
     None picks the fastest path of `device`); further `backend_options` go to the backend.
+    `tile` ("auto", "off" or "WxH"; None: auto, silent while whole frames fit) and `tile_overlap`
+    (pixels; None: from each pair's motion) cut large frames into tiles (`dainrt.engine.tiling`).
     """
 
     def __init__(self, weights=None, backend: str | None = None, device: str = "cpu", precision: str | None = None,
-                 kernels: str | None = None, compile: bool = False, **backend_options):
-        from dainrt.engine import Runner, create_backend
+                 kernels: str | None = None, compile: bool = False, tile: str | None = None,
+                 tile_overlap: int | None = None, **backend_options):
+        from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
         from dainrt.engine.choice import choose_engine
+        from dainrt.engine.tiling import make_runner, parse_tile
         from dainrt.model import DAIN
 
         self.choice = choose_engine(resolve_device(device), backend, precision, kernels, compile)
+        tiles = parse_tile(tile, tile_overlap)
         model = weights if isinstance(weights, DAIN) else _load(weights)
         self.backend = create_backend(self.choice.backend, model, device, **self.choice.options, **backend_options)
-        self.runner = Runner(self.backend)
+        self.runner = make_runner(self.backend, tiles, model.config, self.choice.options)
 
     def close(self) -> None:
         """Release the backend (its sessions, engines and device memory); the object is done."""

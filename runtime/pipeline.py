@@ -73,6 +73,7 @@ class RunOptions:
     overwrite: bool = False              # replace an existing output / report (-y); never an input
     progress: bool | None = None         # None: when stderr is a terminal
     backend_options: dict = field(default_factory=dict)
+    tile: object = None                  # a dainrt.engine.tiling.TileOption; None: auto, silent while frames fit
 
 
 def _warn(message: str) -> None:
@@ -118,11 +119,19 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
         "dedup": opts.dedup, "dedup_threshold": opts.dedup_threshold, "scene_threshold": opts.scene_threshold,
         "scene_mode": opts.scene_mode, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
         "segment_frames": segment_frames, "backend": opts.backend,
+        "tile": _tile_key(opts.tile),
         "backend_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
                             for k, v in sorted(opts.backend_options.items())},
         "device": str(opts.device).split(":")[0],
         "weights": weights_id, "output": os.path.abspath(opts.output),
     }
+
+
+def _tile_key(tile) -> str | None:
+    """The fingerprint's `tile`: None for the default (so work folders from before tiling resume)."""
+    from dainrt.engine.tiling import TileOption
+
+    return None if tile in (None, TileOption()) else tile.describe()
 
 
 def _load_model(opts: RunOptions):
@@ -240,8 +249,9 @@ class _FilmRun:
 
     def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, seg_frames: int, output: Path,
                  images_out: bool):
-        from dainrt.engine import Runner, create_backend
+        from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
+        from dainrt.engine.tiling import make_runner, parse_tile
 
         from .transfer import Transfers
 
@@ -261,7 +271,8 @@ class _FilmRun:
         except BaseException:
             self.backend.close()
             raise
-        self.runner = Runner(self.backend)
+        tiles = opts.tile if opts.tile is not None else parse_tile(None)
+        self.runner = make_runner(self.backend, tiles, model.config, opts.backend_options)
         self.calls_before = dict(self.runner.calls)
         self.transfers = Transfers(self.backend.device, info.dtype)
         self.report = _Report()

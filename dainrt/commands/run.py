@@ -97,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.runtime import RunOptions, run as run_film, summary_line
     from dainrt.runtime.pipeline import Interrupted
 
-    from .engine_args import engine_choice, planned_choice
+    from .engine_args import engine_choice, planned_choice, tile_option
 
     # A dry run loads no model: it plans with the choice a real run would make, unchecked.
     choice = planned_choice(args) if args.dry_run else engine_choice(args)
     opts = RunOptions(
         input=args.input, output=args.output, fps=args.fps, factor=args.factor,
-        backend=choice.backend, backend_options=choice.options,
+        backend=choice.backend, backend_options=choice.options, tile=tile_option(args),
         weights=args.weights, device=args.device, report=args.report, dedup=args.dedup,
         dedup_threshold=args.dedup_threshold, scene_threshold=args.scene_threshold, scene_mode=args.scene_mode,
         codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume,
