@@ -44,6 +44,7 @@ from .runner import Runner
 
 DEFAULT_OVERLAP = 128        # pixels shared by neighbouring tiles: covers motions up to 32 px
 MIN_TILE = 256               # pixels per side; smaller tiles spend most of their work on the overlap
+RAMP_START = 0.25            # of the overlap: zero weight this close to a tile's inner edge, ramp to the middle
 TILE_STEP = 64               # auto tile sides are multiples of the network's grid (64 px)
 BUDGET_ENV = "DAINRT_MEMORY_BUDGET_MB"
 BUDGET_MARGIN = 0.85         # of the budget: allocator slack and what the estimate leaves out
@@ -55,6 +56,7 @@ OUTPUTS_COUNTED = 4          # frame-sized output accumulators the memory plan a
 MOTION_THUMB = 128           # pixels: the motion estimate's thumbnail, longer side
 MOTION_SEARCH = 12           # thumbnail pixels searched each way
 MOTION_BLOCK = 5             # thumbnail pixels, block side of the matching
+MOTION_QUANTILE = 0.995      # of the textured blocks' displacements: a small fast object counts (car-turn's car)
 
 
 # -- what the user asked for --------------------------------------------------------------------
@@ -119,7 +121,7 @@ def _axis_weights(length: int, tile: int, starts: list[int], overlap: int) -> li
     """Per tile, its (tile,) weights along the axis before normalisation (module docstring)."""
     tile = min(tile, length)
     d = torch.arange(tile, dtype=torch.float64) + 0.5          # distance of pixel centres from the tile's start
-    margin, ramp = overlap / 4, overlap / 2
+    margin, ramp = overlap * RAMP_START, overlap * (1 - 2 * RAMP_START)
 
     def rise(dist):
         u = ((dist - margin) / ramp).clamp(0, 1)
@@ -232,7 +234,7 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _available_ram() -> int:
+def available_ram() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -263,7 +265,7 @@ def memory_budget(device: torch.device | str) -> tuple[int, str]:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * BUDGET_MARGIN), f"free on {device}"
-    return int(_available_ram() * BUDGET_MARGIN), "available RAM"
+    return int(available_ram() * BUDGET_MARGIN), "available RAM"
 
 
 def choose_tiles(config: ModelConfig, height: int, width: int, budget: int, overlap: int = DEFAULT_OVERLAP,
@@ -278,7 +280,7 @@ def choose_tiles(config: ModelConfig, height: int, width: int, budget: int, over
     if plan_memory(config, whole, **opts) - loaded <= budget:
         return whole
     best = None
-    smallest = max(MIN_TILE, -(-(2 * overlap + 1) // TILE_STEP) * TILE_STEP)
+    smallest = max(MIN_TILE, -(-2 * overlap // TILE_STEP) * TILE_STEP)
     for side in range(smallest, max(width, height) + TILE_STEP, TILE_STEP):
         for keep in (True, False):
             plan = TilePlan(width, height, side, side, overlap, keep)
@@ -293,6 +295,25 @@ def choose_tiles(config: ModelConfig, height: int, width: int, budget: int, over
     return best
 
 
+def engine_sizes(sizes: list[tuple[int, int]], option: TileOption, config: ModelConfig, budget: int | None = None,
+                 device: str = "cuda", precision: str = "fp16") -> list[tuple[int, int]]:
+    """(width, height) of the pictures each film of `sizes` feeds the engines with under `option`:
+    its tile shape when it is tiled, else the frame (what `dainrt build-engine --tile` builds
+    for). `budget` (bytes) is needed for auto, which plans as a run would at the default overlap."""
+    out = []
+    for (w, h) in sizes:
+        if option.mode == "off":
+            plan = TilePlan(w, h, w, h, DEFAULT_OVERLAP)
+        elif option.mode == "fixed":
+            plan = TilePlan(w, h, option.size[0], option.size[1], option.overlap or DEFAULT_OVERLAP)
+        else:
+            plan = choose_tiles(config, h, w, budget, option.overlap or DEFAULT_OVERLAP, device, precision)
+        th, tw = plan.shape
+        if (tw, th) not in out:
+            out.append((tw, th))
+    return out
+
+
 # -- motion -------------------------------------------------------------------------------------
 
 def estimate_motion(image0: torch.Tensor, image1: torch.Tensor) -> float:
@@ -300,7 +321,7 @@ def estimate_motion(image0: torch.Tensor, image1: torch.Tensor) -> float:
     (longer side MOTION_THUMB px, search +-MOTION_SEARCH thumbnail px, blocks of MOTION_BLOCK px).
     A block counts as moved only where its best match beats staying put clearly (at half the
     cost, and by 1 % of full scale), so flat and repetitive areas read as still; the result is
-    the 95th percentile of the displacement over textured blocks plus one thumbnail pixel,
+    the MOTION_QUANTILE of the displacement over textured blocks plus one thumbnail pixel,
     times the thumbnail's scale. Images: (3,H,W) float in [0,1]."""
     h, w = image0.shape[-2:]
     scale = max(h, w) / MOTION_THUMB
@@ -331,7 +352,7 @@ def estimate_motion(image0: torch.Tensor, image1: torch.Tensor) -> float:
     v = torch.where(moved, best_v, 0.0)[textured]
     if v.numel() == 0:
         return 0.0
-    return (float(torch.quantile(v, 0.95)) + 1.0) * scale
+    return (float(torch.quantile(v, MOTION_QUANTILE)) + 1.0) * scale
 
 
 def auto_overlap(motion: float, least: int = DEFAULT_OVERLAP) -> int:
@@ -409,8 +430,8 @@ class TiledRunner:
                 plan = self._widened(plan, image0, image1) or plan
             self._use(plan)
             if not (plan.whole and self.option.quiet):
-                where = f" (estimated peak {format_bytes(self._peak())}; {self._budget[1]} " \
-                        f"{format_bytes(self._budget[0])})" if self._budget else ""
+                where = f" (estimated peak {format_bytes(self._peak())}, {format_bytes(self._budget[0])} free by " \
+                        f"{self._budget[1]})" if self._budget else ""
                 _say(f"tiles: {plan.describe()}{where}")
             return
         if not self.plan.whole and fixed is None:

@@ -23,7 +23,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    "(CUDA; default there when triton is installed)")
     p.add_argument("--compile", action="store_true",
                    help="torch backend: torch.compile every stage (minutes of compilation first, then faster)")
-    p.add_argument("--tile", type=_tile, default=None, metavar="auto|off|WxH",
+    p.add_argument("--tile", type=tile_text, default=None, metavar="auto|off|WxH",
                    help="cut large frames into overlapping tiles of one shape, blended without seams: auto (the "
                    "default) tiles only when whole frames would not fit the free memory (CUDA free memory, the "
                    "available RAM, or $DAINRT_MEMORY_BUDGET_MB) and says so; WxH fixes the tile (sides >= 256 px)")
@@ -31,7 +31,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="pixels neighbouring tiles share (default: 128, widened to 4x the motion of each pair)")
 
 
-def _tile(text: str) -> str:
+def tile_text(text: str) -> str:
     """`--tile` checked at parse time (auto, off or WxH); `tile_option` builds the TileOption."""
     from dainrt.engine.tiling import parse_tile
 
