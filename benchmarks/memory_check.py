@@ -1,6 +1,7 @@
 """The memory estimate (`engine/memory.py`) against the measured peak, on the CPU.
 
     python -m dainrt.benchmarks.memory_check --size 256 480p 720p --model-width 0.5 1.0 --threads 1
+    python -m dainrt.benchmarks.memory_check --size 960x540 --tile off 384 512 768    # peak RSS against tile size
 
 Each (size, model width) runs in a **fresh subprocess**, so one measurement's allocator state
 cannot leak into the next. In it:
@@ -133,11 +134,13 @@ def measure_subprocess(width: int, height: int, model_width: float, weights: str
 
 def format_table(rows: list[dict]) -> str:
     """size, model width, estimate, measured (MiB) and estimate / measured, one row each."""
-    head = f"{'size':>9}  {'width':>5}  {'estimate MiB':>12}  {'measured MiB':>12}  {'ratio':>5}  {'time s':>7}"
+    head = (f"{'size':>9}  {'width':>5}  {'tile':>7}  {'estimate MiB':>12}  {'measured MiB':>12}  {'ratio':>5}  "
+            f"{'peak RSS MiB':>12}  {'time s':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['size']:>9}  {r['model_width']:>5g}  {r['estimate'] / 2**20:>12.0f}  "
-                     f"{r['measured'] / 2**20:>12.0f}  {r['ratio']:>5.2f}  {r['seconds']:>7.1f}")
+        lines.append(f"{r['size']:>9}  {r['model_width']:>5g}  {r.get('tile', 'off'):>7}  {r['estimate'] / 2**20:>12.0f}  "
+                     f"{r['measured'] / 2**20:>12.0f}  {r['ratio']:>5.2f}  {r.get('peak_rss', 0) / 2**20:>12.0f}  "
+                     f"{r['seconds']:>7.1f}")
     return "\n".join(lines)
 
 
@@ -269,12 +272,13 @@ def main(argv=None) -> int:
     p.add_argument("--allocator", choices=("fixed", "default"), default="fixed",
                    help="fixed: glibc's mmap threshold at 1 MiB in the workers (default); default: glibc's own")
     p.add_argument("--trace", action="store_true", help="print the per-stage live-tensor peaks instead")
-    p.add_argument("--tile", default="off", help="--tile of the run: off (default), auto or WxH")
+    p.add_argument("--tile", dest="tiles", nargs="+", default=["off"], metavar="TILE",
+                   help="--tile of the runs: off (default), auto or WxH; several give peak memory against tile size")
     p.add_argument("--worker", type=size_argument, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         w, h = args.worker
-        print(json.dumps(measure_once(w, h, args.widths[0], args.weights, args.threads, args.tile)))
+        print(json.dumps(measure_once(w, h, args.widths[0], args.weights, args.threads, args.tiles[0])))
         return 0
     sizes = args.sizes or [(256, 256)]
     if args.trace:
@@ -290,10 +294,11 @@ def main(argv=None) -> int:
     rows = []
     for (w, h) in sizes:
         for mw in args.widths:
-            rows.append(measure_subprocess(w, h, mw, args.weights, args.threads, allocator=args.allocator,
-                                           tile=args.tile))
-            print(f"{rows[-1]['size']} width {mw:g}: estimate {rows[-1]['estimate'] / 2**20:.0f} MiB, measured "
-                  f"{rows[-1]['measured'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+            for tile in args.tiles:
+                rows.append(measure_subprocess(w, h, mw, args.weights, args.threads, allocator=args.allocator,
+                                               tile=tile))
+                print(f"{rows[-1]['size']} width {mw:g} tile {tile}: estimate {rows[-1]['estimate'] / 2**20:.0f} MiB, "
+                      f"measured {rows[-1]['measured'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
     print(format_table(rows))
     if args.json:
         from dainrt.base.files import write_json

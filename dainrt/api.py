@@ -58,14 +58,18 @@ class Interpolator:
                 raise DainrtError(f"{name} must be an HxWx3 RGB array, got shape {np.shape(f)}")
         if np.shape(frame0) != np.shape(frame1):
             raise DainrtError(f"the two frames differ in size: {np.shape(frame0)} vs {np.shape(frame1)}")
+        from dainrt.engine import Runner
         from dainrt.runtime.transfer import to_tensor
 
         x0, x1 = (to_tensor(f).to(self.backend.device) for f in (frame0, frame1))
         # Ids 0 and 1 are reused across calls, so forget the previous call's pictures first.
         self.runner.clear()
-        for t in times:
-            (out,) = self.runner.interpolate(0, x0, 1, x1, [t])
-            yield out.clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
+        # The plain runner keeps the pair's results, so one t per call holds one output at a time;
+        # tiles that keep nothing across calls get every t in one call (the pair once per tile).
+        steps = [[t] for t in times] if isinstance(self.runner, Runner) else [times]
+        for step in steps:
+            for out in self.runner.interpolate(0, x0, 1, x1, step):
+                yield out.clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
 
 
 def _load(weights):
