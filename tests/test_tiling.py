@@ -278,3 +278,24 @@ def test_api_interpolator_tiles_and_computes_each_pair_once_per_tile(small_model
     assert interp.runner.calls["pair"] == n and interp.runner.calls["warp"] == 3 * n
     with pytest.raises(OptionError, match="tile must be auto, off or WIDTHxHEIGHT"):
         Interpolator(small_model, tile="big")
+
+
+def test_run_streams_a_film_in_tiles_keeping_each_tiles_frames(small_ckpt, tmp_path, one_thread):
+    """`dainrt run --tile`: one frame stage per input frame per tile (the tiles' caches work
+    across pairs), one pair stage per pair per tile; the film is written whole."""
+    import json
+
+    clip = tmp_path / "clip.mkv"
+    with av.open(str(clip), "w") as out:
+        s = out.add_stream("libx264", rate=12)
+        s.width, s.height, s.pix_fmt = 320, 256, "yuv420p"
+        for f in clip_frames("davis_car-turn.mp4", 20, 3):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:256, :320]), format="rgb24")):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    code = cli.main(["run", str(clip), "-o", str(tmp_path / "out.mkv"), "--factor", "2", "--weights", str(small_ckpt),
+                     "--tile", "256", "--tile-overlap", "64", "--report", str(tmp_path / "r.json"), "--no-progress"])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and report["output"]["frames"] == 6 and report["frames"]["interp"] == 2
+    assert report["runner_calls"] == {"frame": 3 * 2, "pair": 2 * 2, "warp": 2 * 2, "rectify": 2 * 2}
