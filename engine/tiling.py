@@ -4,7 +4,7 @@ A frame too large for the memory at hand is cut into overlapping rectangles of *
 shape** (so ONNX Runtime and TensorRT see one input shape per film); each tile runs the four
 stages on its own through its own `Runner`, which pads it by the official rule
 (`model/padding.py`) and keeps its per-frame and per-pair results, so a stream keeps its
-savings tile by tile (docs/architecture.md §11).
+savings tile by tile (docs/architecture.md §12).
 
 Geometry (pixels). Along an axis of length L, n tiles of length T (T <= L) start at evenly
 spaced whole-pixel positions from 0 to L - T, n the fewest that make neighbours share at least

@@ -18,9 +18,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", type=A.text, default=None, metavar="fp32|fp16",
                    help="fp16: frame, pair and rectify in FP16, warp always FP32 (default: fp16 on CUDA, fp32 on the CPU; "
                    "torch fp16 needs CUDA)")
-    p.add_argument("--kernels", type=A.text, default=None, metavar="reference|triton",
-                   help="torch backend: the warping layers as vectorised PyTorch ops (reference) or Triton kernels "
-                   "(CUDA; default there when triton is installed)")
+    p.add_argument("--kernels", type=A.text, default=None, metavar="reference|numba|triton",
+                   help="torch backend: the warping layers as vectorised PyTorch ops (reference), the compiled CPU "
+                   "warp (numba; the CPU default) or Triton kernels (CUDA; default there when triton is installed)")
     p.add_argument("--compile", action="store_true",
                    help="torch backend: torch.compile every stage (minutes of compilation first, then faster)")
     p.add_argument("--tile", type=tile_text, default=None, metavar="auto|off|WxH",
