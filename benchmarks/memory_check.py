@@ -1,6 +1,7 @@
 """The memory estimate (`engine/memory.py`) against the measured peak, on the CPU.
 
     python -m dainrt.benchmarks.memory_check --size 256 480p 720p --model-width 0.5 1.0 --threads 1
+    python -m dainrt.benchmarks.memory_check --size 960x540 --tile off 384 512 768    # peak RSS against tile size
 
 Each (size, model width) runs in a **fresh subprocess**, so one measurement's allocator state
 cannot leak into the next. In it:
@@ -66,14 +67,17 @@ def _load(model_width: float, weights: str | None):
 
 
 def measure_once(width: int, height: int, model_width: float, weights: str | None = None,
-                 threads: int | None = None) -> dict:
-    """Measure in this process (call it in a fresh one): see the module docstring. Bytes."""
+                 threads: int | None = None, tile: str | None = "off") -> dict:
+    """Measure in this process (call it in a fresh one): see the module docstring. Bytes.
+    `tile` (`--tile`: off, auto, WxH) runs through `engine.tiling`; `peak_rss` is the whole
+    process's peak (what `DAINRT_MEMORY_BUDGET_MB` caps), `measured` its growth as above."""
     import torch
 
     from dainrt.benchmarks.harness import stream_frames
     from dainrt.benchmarks.timing import reset_peak_memory
     from dainrt.engine import Runner
     from dainrt.engine.memory import estimate_memory
+    from dainrt.engine.tiling import make_runner, parse_tile, plan_memory
     from dainrt.engine.torch_backend import TorchBackend
     from dainrt.runtime.transfer import to_tensor
 
@@ -88,29 +92,36 @@ def measure_once(width: int, height: int, model_width: float, weights: str | Non
     note = reset_peak_memory(torch.device("cpu"))
     t0 = time.perf_counter()
     f0, f1 = (to_tensor(f) for f in stream_frames(width, height, 2))
-    runner = Runner(TorchBackend(model, torch.device("cpu")))
+    runner = make_runner(TorchBackend(model, torch.device("cpu")), parse_tile(tile), model.config)
     with torch.inference_mode():
         out = runner.interpolate(0, f0, 1, f1, [0.5])
     seconds = time.perf_counter() - t0
     est = estimate_memory(model.config, height, width, "cpu", "fp32")
+    plan = getattr(runner, "plan", None)
+    estimate = est.tensors if plan is None else plan_memory(model.config, plan)
     measured = _rss_bytes("VmHWM") - base + est.weights       # the weights are resident in `base`
-    return {"size": f"{width}x{height}", "model_width": model.config.width, "estimate": est.tensors,
-            "measured": measured, "ratio": est.tensors / measured, "seconds": seconds,
-            "base_rss": base, "finite": bool(torch.isfinite(out[0]).all()), "note": note,
-            "parts": est.to_dict()}
+    return {"size": f"{width}x{height}", "model_width": model.config.width, "estimate": estimate,
+            "measured": measured, "ratio": estimate / measured, "seconds": seconds,
+            "base_rss": base, "peak_rss": _rss_bytes("VmHWM"), "tile": tile or "off",
+            "plan": plan.describe() if plan is not None else "whole frames",
+            "finite": bool(torch.isfinite(out[0]).all()), "note": note, "parts": est.to_dict()}
 
 
 MMAP_THRESHOLD = 1 << 20
 
 
 def measure_subprocess(width: int, height: int, model_width: float, weights: str | None = None,
-                       threads: int | None = 1, timeout: float | None = None, allocator: str = "fixed") -> dict:
-    """`measure_once` in a fresh Python process; returns its result dict."""
+                       threads: int | None = 1, timeout: float | None = None, allocator: str = "fixed",
+                       tile: str = "off", budget_mb: float | None = None) -> dict:
+    """`measure_once` in a fresh Python process (with `DAINRT_MEMORY_BUDGET_MB=budget_mb` when
+    given); returns its result dict."""
     env = dict(os.environ)
     if allocator == "fixed":
         env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    if budget_mb is not None:
+        env["DAINRT_MEMORY_BUDGET_MB"] = f"{budget_mb:g}"
     cmd = [sys.executable, "-m", "dainrt.benchmarks.memory_check", "--worker", f"{width}x{height}",
-           "--model-width", str(model_width)]
+           "--model-width", str(model_width), "--tile", tile]
     if weights:
         cmd += ["--weights", str(weights)]
     if threads:
@@ -123,11 +134,60 @@ def measure_subprocess(width: int, height: int, model_width: float, weights: str
 
 def format_table(rows: list[dict]) -> str:
     """size, model width, estimate, measured (MiB) and estimate / measured, one row each."""
-    head = f"{'size':>9}  {'width':>5}  {'estimate MiB':>12}  {'measured MiB':>12}  {'ratio':>5}  {'time s':>7}"
+    head = (f"{'size':>9}  {'width':>5}  {'tile':>7}  {'estimate MiB':>12}  {'measured MiB':>12}  {'ratio':>5}  "
+            f"{'peak RSS MiB':>12}  {'time s':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['size']:>9}  {r['model_width']:>5g}  {r['estimate'] / 2**20:>12.0f}  "
-                     f"{r['measured'] / 2**20:>12.0f}  {r['ratio']:>5.2f}  {r['seconds']:>7.1f}")
+        lines.append(f"{r['size']:>9}  {r['model_width']:>5g}  {r.get('tile', 'off'):>7}  {r['estimate'] / 2**20:>12.0f}  "
+                     f"{r['measured'] / 2**20:>12.0f}  {r['ratio']:>5.2f}  {r.get('peak_rss', 0) / 2**20:>12.0f}  "
+                     f"{r['seconds']:>7.1f}")
+    return "\n".join(lines)
+
+
+def memory_rows(sizes: list[tuple[int, int]], model_widths: list[float], tiles: list[str],
+                budget_mb: float, threads: int | None = 1, progress=None) -> list[dict]:
+    """`dainrt bench --memory`: one row per (size, model width, tile), each measured in a fresh
+    process under `DAINRT_MEMORY_BUDGET_MB=budget_mb` (which `--tile auto` plans for). A run
+    that cannot fit this machine is a row, not a crash: whole frames whose estimate exceeds the
+    available RAM are not started (the estimate is within 25 % of the measured peak,
+    `tests/test_memory.py`), and a worker that fails is recorded with its last error line."""
+    from dainrt.engine.memory import estimate_memory, format_bytes
+    from dainrt.engine.tiling import BUDGET_MARGIN, available_ram
+    from dainrt.model import ModelConfig
+
+    rows = []
+    for (w, h) in sizes:
+        for mw in model_widths:
+            for tile in tiles:
+                row = {"size": f"{w}x{h}", "model_width": mw, "tile": tile, "budget_mb": budget_mb}
+                need = estimate_memory(ModelConfig(mw), h, w).tensors
+                room = available_ram() * BUDGET_MARGIN
+                if tile == "off" and need > room:
+                    row.update(status="does not fit", estimate=need,
+                               error=f"whole frames need about {format_bytes(need)}, {format_bytes(int(room))} available")
+                else:
+                    try:
+                        row.update(measure_subprocess(w, h, mw, None, threads, tile=tile, budget_mb=budget_mb),
+                                   status="ok")
+                    except (RuntimeError, subprocess.TimeoutExpired) as err:
+                        row.update(status="failed", estimate=need, error=str(err).strip().splitlines()[-1][:200])
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    return rows
+
+
+def format_memory_table(rows: list[dict]) -> str:
+    """size, model width, tile, plan, estimate, peak RSS, time: one row each; failures say why."""
+    head = (f"{'size':>9}  {'width':>5}  {'tile':>5}  {'plan':<58}  {'estimate MiB':>12}  {'peak RSS MiB':>12}  "
+            f"{'time s':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"{r['size']:>9}  {r['model_width']:>5g}  {r['tile']:>5}  {r['status'] + ': ' + r['error']}")
+            continue
+        lines.append(f"{r['size']:>9}  {r['model_width']:>5g}  {r['tile']:>5}  {r['plan'][:58]:<58}  "
+                     f"{r['estimate'] / 2**20:>12.0f}  {r['peak_rss'] / 2**20:>12.0f}  {r['seconds']:>7.1f}")
     return "\n".join(lines)
 
 
@@ -212,11 +272,13 @@ def main(argv=None) -> int:
     p.add_argument("--allocator", choices=("fixed", "default"), default="fixed",
                    help="fixed: glibc's mmap threshold at 1 MiB in the workers (default); default: glibc's own")
     p.add_argument("--trace", action="store_true", help="print the per-stage live-tensor peaks instead")
+    p.add_argument("--tile", dest="tiles", nargs="+", default=["off"], metavar="TILE",
+                   help="--tile of the runs: off (default), auto or WxH; several give peak memory against tile size")
     p.add_argument("--worker", type=size_argument, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         w, h = args.worker
-        print(json.dumps(measure_once(w, h, args.widths[0], args.weights, args.threads)))
+        print(json.dumps(measure_once(w, h, args.widths[0], args.weights, args.threads, args.tiles[0])))
         return 0
     sizes = args.sizes or [(256, 256)]
     if args.trace:
@@ -232,9 +294,11 @@ def main(argv=None) -> int:
     rows = []
     for (w, h) in sizes:
         for mw in args.widths:
-            rows.append(measure_subprocess(w, h, mw, args.weights, args.threads, allocator=args.allocator))
-            print(f"{rows[-1]['size']} width {mw:g}: estimate {rows[-1]['estimate'] / 2**20:.0f} MiB, measured "
-                  f"{rows[-1]['measured'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
+            for tile in args.tiles:
+                rows.append(measure_subprocess(w, h, mw, args.weights, args.threads, allocator=args.allocator,
+                                               tile=tile))
+                print(f"{rows[-1]['size']} width {mw:g} tile {tile}: estimate {rows[-1]['estimate'] / 2**20:.0f} MiB, "
+                      f"measured {rows[-1]['measured'] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
     print(format_table(rows))
     if args.json:
         from dainrt.base.files import write_json

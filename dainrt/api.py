@@ -19,19 +19,24 @@ class Interpolator:
     `dainrt.model.weights.resolve_weights`) or an already built `dainrt.model.DAIN`.
     `backend`, `precision`, `kernels` and `compile` choose how it runs (`dainrt.engine.choice`:
     None picks the fastest path of `device`); further `backend_options` go to the backend.
+    `tile` ("auto", "off" or "WxH"; None: auto, silent while whole frames fit) and `tile_overlap`
+    (pixels; None: from each pair's motion) cut large frames into tiles (`dainrt.engine.tiling`).
     """
 
     def __init__(self, weights=None, backend: str | None = None, device: str = "cpu", precision: str | None = None,
-                 kernels: str | None = None, compile: bool = False, **backend_options):
-        from dainrt.engine import Runner, create_backend
+                 kernels: str | None = None, compile: bool = False, tile: str | None = None,
+                 tile_overlap: int | None = None, **backend_options):
+        from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
         from dainrt.engine.choice import choose_engine
+        from dainrt.engine.tiling import make_runner, parse_tile
         from dainrt.model import DAIN
 
         self.choice = choose_engine(resolve_device(device), backend, precision, kernels, compile)
+        tiles = parse_tile(tile, tile_overlap)
         model = weights if isinstance(weights, DAIN) else _load(weights)
         self.backend = create_backend(self.choice.backend, model, device, **self.choice.options, **backend_options)
-        self.runner = Runner(self.backend)
+        self.runner = make_runner(self.backend, tiles, model.config, self.choice.options)
 
     def close(self) -> None:
         """Release the backend (its sessions, engines and device memory); the object is done."""
@@ -53,14 +58,18 @@ class Interpolator:
                 raise DainrtError(f"{name} must be an HxWx3 RGB array, got shape {np.shape(f)}")
         if np.shape(frame0) != np.shape(frame1):
             raise DainrtError(f"the two frames differ in size: {np.shape(frame0)} vs {np.shape(frame1)}")
+        from dainrt.engine import Runner
         from dainrt.runtime.transfer import to_tensor
 
         x0, x1 = (to_tensor(f).to(self.backend.device) for f in (frame0, frame1))
         # Ids 0 and 1 are reused across calls, so forget the previous call's pictures first.
         self.runner.clear()
-        for t in times:
-            (out,) = self.runner.interpolate(0, x0, 1, x1, [t])
-            yield out.clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
+        # The plain runner keeps the pair's results, so one t per call holds one output at a time;
+        # tiles that keep nothing across calls get every t in one call (the pair once per tile).
+        steps = [[t] for t in times] if isinstance(self.runner, Runner) else [times]
+        for step in steps:
+            for out in self.runner.interpolate(0, x0, 1, x1, step):
+                yield out.clamp(0.0, 1.0).permute(1, 2, 0).float().cpu().numpy()
 
 
 def _load(weights):

@@ -33,10 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dainrt.base.errors import DainrtError
+from dainrt.engine.tiling import make_runner
 
 from . import encode as enc
 from .decode import Decoder, InputInfo
-from .pipeline import FrameMaker, RunOptions, _FilmRun, _fingerprint, _load_model, plan_film, segment_writer
+from .pipeline import (FrameMaker, RunOptions, _FilmRun, _fingerprint, _load_model, plan_film, run_tiles,
+                       segment_writer)
 from .resume import prepare_work_dir, work_dir_for
 from .timing import INTERP, Shots
 
@@ -158,6 +160,8 @@ class _Film:
     backend: str
     backend_options: dict
     device: str
+    tiles: object              # the run's TileOption (engine/tiling.py)
+    config: object             # the model's ModelConfig, for the tile plan's memory estimate
     engine_key: str            # weights identity + backend + options + device: when a worker may reuse its backend
 
 
@@ -186,7 +190,8 @@ def _make_segment(film: _Film, model, seg: Segment, tally) -> dict:
     import torch
 
     backend = _backend(film, model)
-    maker = FrameMaker(backend, film.info.dtype, film.images_out, film.settings.pix_fmt, film.settings.alpha)
+    runner = make_runner(backend, film.tiles, film.config, film.backend_options)
+    maker = FrameMaker(runner, film.info.dtype, film.images_out, film.settings.pix_fmt, film.settings.alpha)
     metas, done = [], [0]
 
     def frame_done(n: int) -> None:
@@ -350,7 +355,8 @@ class ClusterRun(_FilmRun):
         soon as it arrives. Ctrl-C or a failed segment cancels the rest (finished ones stay)."""
         ray, opts = self.ray, self.opts
         film = _Film(self.info, self.settings, str(self.work.resolve()), self.images_out, self.output.name,
-                     opts.backend, dict(opts.backend_options), str(opts.device).split(":")[0], self.engine_key)
+                     opts.backend, dict(opts.backend_options), str(opts.device).split(":")[0], run_tiles(opts),
+                     self.model.config, self.engine_key)
         task = ray.remote(segment_task).options(num_cpus=1 if self._gpu else CPUS_PER_TASK,
                                                 num_gpus=1 if self._gpu else 0, max_retries=MAX_RETRIES)
         progress = self._progress_bar()

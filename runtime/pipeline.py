@@ -84,6 +84,7 @@ class RunOptions:
     progress: bool | None = None         # None: when stderr is a terminal
     cluster: str | None = None           # a Ray cluster address (`runtime/cluster.py`); None: this process
     backend_options: dict = field(default_factory=dict)
+    tile: object = None                  # a dainrt.engine.tiling.TileOption; None: auto, silent while frames fit
 
 
 def _warn(message: str) -> None:
@@ -131,11 +132,19 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
         "scene_mode": opts.scene_mode, "keep_holds": opts.keep_holds, "cadence": opts.cadence,
         "shots": [r.describe() for r in read_rules(opts.shots)] if opts.shots else None, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
         "segment_frames": segment_frames, "backend": opts.backend,
+        "tile": _tile_key(opts.tile),
         "backend_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
                             for k, v in sorted(opts.backend_options.items())},
         "device": str(opts.device).split(":")[0],
         "weights": weights_id, "output": os.path.abspath(opts.output),
     }
+
+
+def _tile_key(tile) -> str | None:
+    """The fingerprint's `tile`: None for the default (so work folders from before tiling resume)."""
+    from dainrt.engine.tiling import TileOption
+
+    return None if tile in (None, TileOption()) else tile.describe()
 
 
 def _load_model(opts: RunOptions):
@@ -269,6 +278,13 @@ def _run(opts: RunOptions) -> dict:
         film.close()
 
 
+def run_tiles(opts: RunOptions):
+    """The run's tile option (engine/tiling.py): the user's, else auto (silent while whole frames fit)."""
+    from dainrt.engine.tiling import parse_tile
+
+    return opts.tile if opts.tile is not None else parse_tile(None)
+
+
 class FrameMaker:
     """The output pictures of planned jobs, from the decoded frames they name (`frames`, by input
     index): `copy`, `still`, `repeat` and `hold` show an original (`_original`), `fade` blends
@@ -277,13 +293,11 @@ class FrameMaker:
     The single-process run and every cluster worker (`runtime/cluster.py`) make their frames here.
     `pix_fmt` is the output's pixel format; `alpha`: the film has an alpha channel (RGBA)."""
 
-    def __init__(self, backend, dtype, images_out: bool, pix_fmt: str, alpha: bool):
-        from dainrt.engine import Runner
-
+    def __init__(self, runner, dtype, images_out: bool, pix_fmt: str, alpha: bool):
         from .transfer import Transfers
 
-        self.runner = Runner(backend)
-        self.transfers = Transfers(backend.device, dtype)
+        self.runner = runner                     # a Runner, or a TiledRunner (engine/tiling.py)
+        self.transfers = Transfers(runner.backend.device, dtype)
         self.dtype, self.images_out, self.pix_fmt, self.alpha = dtype, images_out, pix_fmt, alpha
         self.frames: dict[int, object] = {}      # decoded frames the jobs may still use, by index
         self._images: dict[int, object] = {}     # their float tensors for the runner (see _image)
@@ -383,6 +397,7 @@ class _FilmRun:
                  output: Path, images_out: bool):
         from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
+        from dainrt.engine.tiling import make_runner
 
         self.opts, self.info, self.grid, self.settings = opts, info, grid, settings
         self.seg_frames, self.output, self.images_out = seg_frames, output, images_out
@@ -400,7 +415,8 @@ class _FilmRun:
         except BaseException:
             self.backend.close()
             raise
-        self.maker = FrameMaker(self.backend, info.dtype, images_out, settings.pix_fmt, settings.alpha)
+        runner = make_runner(self.backend, run_tiles(opts), model.config, opts.backend_options)
+        self.maker = FrameMaker(runner, info.dtype, images_out, settings.pix_fmt, settings.alpha)
         self.runner, self.transfers, self.frames = self.maker.runner, self.maker.transfers, self.maker.frames
         self.report = _Report()
         for seg in self.state.segments:

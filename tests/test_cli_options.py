@@ -36,6 +36,7 @@ KINDS = {
     ("weights init", "output"): "out_file",
     ("build-engine", "weights"): "in_file", ("build-engine", "size"): "text", ("build-engine", "precision"): "text",
     ("build-engine", "stages"): "text", ("build-engine", "device"): "text",
+    ("run", "tile"): "text", ("interpolate", "tile"): "text", ("eval", "tile"): "text", ("build-engine", "tile"): "text",
 }
 NUMERIC_TYPES = ("int", "float", "_rate", "_positive_int", "_number", "int_range.", "float_range.")
 

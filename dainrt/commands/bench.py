@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=A.int_range(0), metavar="N", help="untimed warm-up runs first (default: 1 on cpu, 5 on cuda)")
     p.add_argument("--threads", type=A.int_range(1), metavar="N", help="CPU threads for torch (and onnxruntime where it "
                    "takes the option) during the run (default: torch's default)")
+    p.add_argument("--memory", action="store_true",
+                   help="instead of timing: the peak memory (CPU: peak RSS) of one interpolation per --size (default "
+                   "720p 1080p 4k), for the full-width and the bundled model, whole frames and --tile auto, each in a "
+                   "fresh process; what cannot fit is a row. Slow: minutes per row on a CPU, 4K rows far longer")
+    p.add_argument("--memory-budget", type=A.float_range(100), default=6000, metavar="MB",
+                   help="with --memory: DAINRT_MEMORY_BUDGET_MB for the runs, which --tile auto plans for (default 6000)")
     p.add_argument("--pairs", type=A.existing_folder, metavar="DIR", help="Middlebury folder for the PSNR column (default: tests/data/middlebury)")
     p.set_defaults(func=run)
 
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.benchmarks.report import format_table, write_json
 
     check_outputs([("json", args.json)], [args.weights], args.overwrite, make_folders=True)
+    if args.memory:
+        return _memory(args)
     report = bench(BenchOptions(
         device=args.device, sizes=args.sizes, factors=args.factors or (2, 4), backends=args.backends,
         weights=args.weights, width=args.width, runs=args.runs, warmup=args.warmup, pairs_dir=args.pairs,
@@ -58,4 +66,26 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.json:
         print(f"wrote {write_json(report, args.json)}")
+    return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    """`--memory`: the peak-memory table (`benchmarks/memory_check.py` `memory_rows`)."""
+    import sys
+
+    from dainrt.base.errors import DainrtError
+    from dainrt.base.files import write_json
+    from dainrt.benchmarks.memory_check import format_memory_table, memory_rows
+
+    if args.device != "cpu":
+        raise DainrtError("--memory measures on the CPU only (peak RSS); on CUDA the timing rows carry peak memory")
+    sizes = [size_argument(s) for s in (args.sizes or ["720p", "1080p", "4k"])]
+    widths = [args.width] if args.width else [1.0, 0.5]
+    rows = memory_rows(sizes, widths, ["off", "auto"], args.memory_budget, args.threads or 1,
+                       progress=lambda r: print(f"{r['size']} width {r['model_width']:g} tile {r['tile']}: {r['status']}",
+                                                file=sys.stderr, flush=True))
+    print(format_memory_table(rows))
+    if args.json:
+        write_json(args.json, {"budget_mb": args.memory_budget, "rows": rows})
+        print(f"wrote {args.json}")
     return 0

@@ -10,6 +10,7 @@ from dainrt.base.progress import progress_bar
 
 from . import _args as A
 from .bench import size_text
+from .engine_args import tile_text
 
 
 def _stages(text: str) -> str:
@@ -38,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="picture size the engines are for, e.g. 1920x1080 (padded as the runtime pads it). "
                    "Repeat for more sizes: one static engine set per size, or with --dynamic one engine "
                    "covering the range (opt = the first). Default 1920x1080")
+    p.add_argument("--tile", type=tile_text, default="off", metavar="auto|off|WxH",
+                   help="build for the tile shape the films of --size are cut into, as run/interpolate --tile would "
+                   "(auto: as this GPU's free memory allows; default off: whole frames)")
     p.add_argument("--padded", action="store_true",
                    help="the --size values are padded frame sizes (as error messages print them), not picture sizes")
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
@@ -87,12 +91,20 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not stages:
         raise DainrtError(f"--stages: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(STAGE_NAMES)}")
     sizes = [parse_size(s) for s in args.size]
+    model = load_model(resolve_weights(args.weights))
+    if args.tile != "off":
+        if args.padded:
+            raise DainrtError("--tile plans picture sizes: drop --padded")
+        from dainrt.engine.tiling import engine_sizes, memory_budget, parse_tile
+
+        sizes = engine_sizes(sizes or [(1920, 1080)], parse_tile(args.tile), model.config,
+                             memory_budget(device)[0], "cuda", args.precision)
+        print(f"dainrt: building for {', '.join(f'{w}x{h}' for w, h in sizes)} (--tile {args.tile})", file=sys.stderr)
     if args.dynamic:
         profiles = [profile_for_sizes(sizes, dynamic=True, padded=args.padded)]
     else:
         profiles = [profile_for_sizes([s], padded=args.padded) for s in sizes] or [profile_for_sizes([])]
 
-    model = load_model(resolve_weights(args.weights))
     settings = BuildSettings(optimization_level=args.opt_level, workspace_mib=args.workspace_mib,
                              plugins=not args.no_plugins, verbose=args.verbose)
     builder = EngineBuilder(model, args.precision, settings=settings, device=args.device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dainrt.base.errors import OptionError
+
 from . import _args as A
 
 
@@ -21,6 +23,30 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    "warp (numba; the CPU default) or Triton kernels (CUDA; default there when triton is installed)")
     p.add_argument("--compile", action="store_true",
                    help="torch backend: torch.compile every stage (minutes of compilation first, then faster)")
+    p.add_argument("--tile", type=tile_text, default=None, metavar="auto|off|WxH",
+                   help="cut large frames into overlapping tiles of one shape, blended without seams: auto (the "
+                   "default) tiles only when whole frames would not fit the free memory (CUDA free memory, the "
+                   "available RAM, or $DAINRT_MEMORY_BUDGET_MB) and says so; WxH fixes the tile (sides >= 256 px)")
+    p.add_argument("--tile-overlap", type=A.int_range(16, 4096), default=None, metavar="PX",
+                   help="pixels neighbouring tiles share (default: 128, widened to 4x the motion of each pair)")
+
+
+def tile_text(text: str) -> str:
+    """`--tile` checked at parse time (auto, off or WxH); `tile_option` builds the TileOption."""
+    from dainrt.engine.tiling import parse_tile
+
+    try:
+        parse_tile(text)
+    except OptionError as err:
+        raise argparse.ArgumentTypeError(err.problem.replace("{option} ", "")) from None
+    return text
+
+
+def tile_option(args: argparse.Namespace):
+    """The TileOption of `--tile` and `--tile-overlap` (dainrt.engine.tiling), or a one-line error."""
+    from dainrt.engine.tiling import parse_tile
+
+    return parse_tile(args.tile, args.tile_overlap)
 
 
 def engine_choice(args: argparse.Namespace):

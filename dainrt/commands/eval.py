@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import _args as A
-from .engine_args import add_engine_arguments, engine_choice
+from .engine_args import add_engine_arguments, engine_choice, tile_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.video is not None and args.spacing not in (2, 4):
         raise DainrtError(f"--video needs --spacing 2 or 4, got {args.spacing}")
     choice = engine_choice(args)         # a path this machine cannot run fails before anything else
+    tile_option(args)
     if args.video is not None:
         inputs = [args.video]
     else:
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         from dainrt.api import _load
 
         weights = E.zero_depth(_load(args.weights))
-    interp = Interpolator(weights, backend=choice.backend, device=args.device, **choice.options)
+    interp = Interpolator(weights, backend=choice.backend, device=args.device, tile=args.tile,
+                          tile_overlap=args.tile_overlap, **choice.options)
     if args.video is not None:
         results = E.evaluate_video(triplets, interp, args.minterpolate)
         about = {"video": str(args.video), "spacing": args.spacing, "triplets": [t.first for t in triplets]}
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(E.format_table(results))
     if args.json is not None:
         E.write_json(args.json, results, **about, weights=str(args.weights) if args.weights else None,
-                     zero_depth=args.zero_depth, backend=choice.backend, **choice.options)
+                     zero_depth=args.zero_depth, backend=choice.backend, **choice.options,
+                     tile=args.tile, tile_overlap=args.tile_overlap)
         print(f"dainrt: wrote {args.json}", file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 from dainrt.base.errors import DainrtError
 
 from . import _args as A
-from .engine_args import add_engine_arguments, engine_choice
+from .engine_args import add_engine_arguments, engine_choice, tile_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     times = check_times(args.times if args.times is not None else times_for_factor(
         args.factor if args.factor is not None else 2))
     choice = engine_choice(args)      # a path this machine cannot run fails before anything is read or written
+    tile_option(args)                 # --tile and --tile-overlap together, checked before any work
     options = dict(choice.options)
     if args.onnx_dir is not None:
         if choice.backend != "onnxruntime":
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if not folder_exists:
         check_outputs([("output", p) for p in paths], [args.frame0, args.frame1], args.overwrite)
 
-    interp = Interpolator(args.weights, backend=choice.backend, device=args.device, **options)
+    interp = Interpolator(args.weights, backend=choice.backend, device=args.device, tile=args.tile,
+                          tile_overlap=args.tile_overlap, **options)
     frames = interp.iter_interpolate(frame0, frame1, times)
     bar = progress_bar(times, desc="interpolating", unit="frame")
     for t, path, frame in zip(bar, paths, frames):     # the bar first: it ends (2/2) when zip asks again

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from dainrt.runtime.pipeline import Interrupted
     from dainrt.runtime.timing import DEFAULT_KEEP_HOLDS
 
-    from .engine_args import engine_choice, planned_choice
+    from .engine_args import engine_choice, planned_choice, tile_option
 
     # A dry run loads no model: it plans with the choice a real run would make, unchecked; on a
     # cluster the workers' machines run the model, not this one.
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     keep_holds = {None: DEFAULT_KEEP_HOLDS, "off": None}.get(args.keep_holds, args.keep_holds)
     opts = RunOptions(
         input=args.input, output=args.output, fps=args.fps, factor=args.factor,
-        backend=choice.backend, backend_options=choice.options,
+        backend=choice.backend, backend_options=choice.options, tile=tile_option(args),
         weights=args.weights, device=args.device, report=args.report,
         dedup=args.dedup or args.keep_holds is not None, keep_holds=keep_holds, cadence=args.cadence,
         shots=str(args.shots) if args.shots else None,
