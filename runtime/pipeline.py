@@ -382,6 +382,15 @@ def _preview_info(opts: RunOptions, info: InputInfo) -> InputInfo:
     return small
 
 
+def _doing(job) -> str:
+    """What the run is doing for `job`, for the progress bar: `interpolating 14->15`, `copying 16`."""
+    if job.kind == INTERP:
+        return f"interpolating {job.src}->{job.dst}"
+    if job.kind == FADE:
+        return f"cross-fading {job.src}->{job.dst}"
+    return f"{job.kind} {job.src}"
+
+
 class _FilmRun:
     """One `dainrt run` over a film, in three steps that each read on one screen:
 
@@ -419,6 +428,7 @@ class _FilmRun:
         self.maker = FrameMaker(runner, info.dtype, images_out, settings.pix_fmt, settings.alpha)
         self.runner, self.transfers, self.frames = self.maker.runner, self.maker.transfers, self.maker.frames
         self.report = _Report()
+        self.progress = None                     # the bar, while streaming on a terminal
         for seg in self.state.segments:
             for k, v in seg["kinds"].items():
                 if k == "again":
@@ -462,7 +472,7 @@ class _FilmRun:
         # a resumed run decodes from the first frame the planner still needs
         first = min(self.planner.needed_anchors() + [self.resume_anchor], key=lambda a: a.index) \
             if self.resume_anchor is not None else None
-        progress = self._progress_bar()
+        progress = self.progress = self._progress_bar()
         decoder = Decoder(self.info, images=True, start=first.pts if first is not None else None,
                           start_index=first.index if first is not None else 0,
                           prepare=self.transfers.upload if self.transfers.cuda else None).start()
@@ -515,7 +525,10 @@ class _FilmRun:
 
     def _emit(self, encoder, jobs, snap: dict) -> None:
         """Encode the output frames of `jobs` (those not already in a finished segment)."""
-        for job, payload in self.maker.make([job for job in jobs if job.slot.k >= self.k_start]):
+        jobs = [job for job in jobs if job.slot.k >= self.k_start]
+        if self.progress is not None and jobs:   # the bar's rate is output fps; this, what is being made
+            self.progress.set_postfix_str(_doing(next((j for j in jobs if j.kind == INTERP), jobs[0])))
+        for job, payload in self.maker.make(jobs):
             encoder.put(job, payload, snap)
             self.report.kinds[job.kind] += 1
             self.report.again += job.again

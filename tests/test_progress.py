@@ -1,5 +1,6 @@
 """Long commands show a progress bar with rate and ETA on a terminal, and nothing otherwise:
-`dainrt interpolate` on a real Middlebury pair, run once on a pseudo-terminal and once piped."""
+`dainrt interpolate` on a real Middlebury pair, run once on a pseudo-terminal and once piped;
+`dainrt run` on the real car-turn clip, whose bar also says what it is making."""
 from __future__ import annotations
 
 import fcntl
@@ -15,15 +16,15 @@ from pathlib import Path
 import pytest
 
 PAIR = Path(__file__).parent / "data" / "middlebury" / "Dimetrodon"
+CLIP = Path(__file__).parent / "data" / "video" / "davis_car-turn.mp4"
 CLI = "import sys; from dainrt.cli import main; sys.exit(main())"
 # tqdm's bar: "interpolating:  50%|#####     | 1/2 [00:03<00:03,  3.1s/frame]" (elapsed<ETA, rate)
 BAR = re.compile(r"interpolating:\s+\d+%.*\d+/2 \[\d\d:\d\d<\d\d:\d\d,\s+[\d.]+(s/frame|frame/s)\]")
 
 
-def _interpolate(out: Path, weights: Path, terminal: bool) -> str:
-    """Run `dainrt interpolate` (2 frames); returns what it wrote on stderr."""
-    args = [sys.executable, "-c", CLI, "interpolate", str(PAIR / "frame10.png"), str(PAIR / "frame11.png"),
-            "-o", str(out), "--factor", "3", "--weights", str(weights)]
+def _stderr(args: list[str], terminal: bool) -> str:
+    """Run the CLI with `args`; what it wrote on stderr (a 120x24 pseudo-terminal, or a pipe)."""
+    args = [sys.executable, "-c", CLI, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if not terminal:
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
@@ -47,6 +48,11 @@ def _interpolate(out: Path, weights: Path, terminal: bool) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+def _interpolate(out: Path, weights: Path, terminal: bool) -> str:
+    return _stderr(["interpolate", str(PAIR / "frame10.png"), str(PAIR / "frame11.png"), "-o", str(out),
+                    "--factor", "3", "--weights", str(weights)], terminal)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as Linux has them")
 def test_bar_with_eta_on_a_terminal_only(tmp_path, small_ckpt):
     shown = _interpolate(tmp_path / "tty", small_ckpt, terminal=True)
@@ -55,3 +61,11 @@ def test_bar_with_eta_on_a_terminal_only(tmp_path, small_ckpt):
     piped = _interpolate(tmp_path / "pipe", small_ckpt, terminal=False)
     assert "interpolating" not in piped and "%|" not in piped, piped
     assert len(list((tmp_path / "pipe").glob("*.png"))) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as Linux has them")
+def test_run_bar_shows_output_rate_eta_and_what_it_makes(tmp_path, small_ckpt):
+    shown = _stderr(["run", str(CLIP), "-o", str(tmp_path / "o.mkv"), "--factor", "2", "--max-frames", "3",
+                     "--weights", str(small_ckpt)], terminal=True)
+    assert re.search(r"dainrt run:\s+\d+%.*\d/6 \[\d\d:\d\d<\d\d:\d\d,\s+[\d.]+(s/frame|frame/s), ", shown), shown
+    assert "interpolating 0->1" in shown and "interpolating 1->2" in shown and "6/6" in shown
