@@ -109,6 +109,24 @@ def search_stage(trials: Trials, stage: str, proto: onnx.ModelProto, precision: 
     }
 
 
+def check_output_dir(out_dir: str | os.PathLike, source: str | os.PathLike, overwrite: bool) -> Path:
+    """The calibration folder to write, checked before any work: new, empty, or (with
+    `overwrite`) an earlier calibration, never the input; its parent must be a folder."""
+    from dainrt.export.calibrated import REPORT
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / REPORT).is_file():
+            raise DainrtError(f"{out} exists and is not a calibration folder: pick a new or empty folder")
+        if not overwrite:
+            raise DainrtError(f"{out} holds a calibration already: pass -y to replace it, or pick another folder")
+    if not out.parent.is_dir():
+        raise DainrtError(f"cannot make {out}: {out.parent} is not a folder")
+    if Path(source).expanduser().resolve() == out.resolve():
+        raise DainrtError(f"the calibration folder {out} is the input: pick another folder")
+    return out
+
+
 def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, precision: str = "int8",
               pairs: int = 16, gate_db: float = GATE_DB, *, stages: Sequence[str] = SEARCH_ORDER,
               onnx_dir: str | os.PathLike | None = None, threads: int | None = None, overwrite: bool = False,
@@ -136,14 +154,7 @@ def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, prec
     unknown = [s for s in stages if s not in SEARCH_ORDER]
     if unknown:
         raise OptionError("stages", f"{unknown[0]!r} cannot be calibrated; choose from {', '.join(SEARCH_ORDER)}")
-    out = Path(out_dir).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not (out / REPORT).is_file():
-            raise DainrtError(f"{out} exists and is not a calibration folder: pick a new or empty folder")
-        if not overwrite:
-            raise DainrtError(f"{out} holds a calibration already: pass -y to replace it, or pick another folder")
-    if Path(source).expanduser().resolve() == out.resolve():
-        raise DainrtError(f"the calibration folder {out} is the input: pick another folder")
+    out = check_output_dir(out_dir, source, overwrite)
     start = time.perf_counter()
     sha = fingerprint(model.state_dict())[0]
     say(f"sampling {pairs} pair(s) from {source}")

@@ -17,18 +17,19 @@ class Interpolator:
 
     `weights` is a checkpoint path (or None: `DAINRT_WEIGHTS`, the cache, the bundled model; see
     `dainrt.model.weights.resolve_weights`) or an already built `dainrt.model.DAIN`.
-    `backend`, `precision`, `kernels` and `compile` choose how it runs (`dainrt.engine.choice`:
-    None picks the fastest path of `device`); further `backend_options` go to the backend.
+    `backend`, `precision`, `kernels`, `compile` and `calibration` (a `dainrt calibrate` folder)
+    choose how it runs (`dainrt.engine.choice`: None picks the fastest path of `device`); further
+    `backend_options` go to the backend.
     """
 
     def __init__(self, weights=None, backend: str | None = None, device: str = "cpu", precision: str | None = None,
-                 kernels: str | None = None, compile: bool = False, **backend_options):
+                 kernels: str | None = None, compile: bool = False, calibration=None, **backend_options):
         from dainrt.engine import Runner, create_backend
         from dainrt.engine.backend import resolve_device
         from dainrt.engine.choice import choose_engine
         from dainrt.model import DAIN
 
-        self.choice = choose_engine(resolve_device(device), backend, precision, kernels, compile)
+        self.choice = choose_engine(resolve_device(device), backend, precision, kernels, compile, calibration)
         model = weights if isinstance(weights, DAIN) else _load(weights)
         self.backend = create_backend(self.choice.backend, model, device, **self.choice.options, **backend_options)
         self.runner = Runner(self.backend)

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=A.int_range(0), metavar="N", help="untimed warm-up runs first (default: 1 on cpu, 5 on cuda)")
     p.add_argument("--threads", type=A.int_range(1), metavar="N", help="CPU threads for torch (and onnxruntime where it "
                    "takes the option) during the run (default: torch's default)")
+    p.add_argument("--calibration", type=A.existing_folder, metavar="DIR",
+                   help="a `dainrt calibrate` folder made for --weights: adds the int8 rows (onnxruntime; tensorrt on a GPU)")
     p.add_argument("--pairs", type=A.existing_folder, metavar="DIR", help="Middlebury folder for the PSNR column (default: tests/data/middlebury)")
     p.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     report = bench(BenchOptions(
         device=args.device, sizes=args.sizes, factors=args.factors or (2, 4), backends=args.backends,
         weights=args.weights, width=args.width, runs=args.runs, warmup=args.warmup, pairs_dir=args.pairs,
-        threads=args.threads,
+        threads=args.threads, calibration=args.calibration,
     ))
     print(format_table(report))
     if args.json:

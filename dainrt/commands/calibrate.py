@@ -47,10 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dainrt.calibration import calibrate, format_report
+    from dainrt.calibration.calibrate import check_output_dir
     from dainrt.model.checkpoint import load_model
     from dainrt.model.weights import resolve_weights
 
-    out = args.output or Path(f"calibration-{args.precision}")
+    out = check_output_dir(args.output or Path(f"calibration-{args.precision}"), args.input, args.overwrite)
     model = load_model(resolve_weights(args.weights), device="cpu")
     report = calibrate(model, args.input, out, args.precision, args.pairs, args.gate_db, threads=args.threads,
                        overwrite=args.overwrite)
