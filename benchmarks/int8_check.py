@@ -1,11 +1,11 @@
 """INT8 calibration on this CPU: speed and accuracy of ONNX Runtime INT8 against ONNX Runtime FP32
 (issue 15). A separate script, not a test; run it on a quiet machine if you can:
 
-    python benchmarks/int8_check.py [--weights W] [--out DIR] [--runs 5] [--stages rectify,frame,pair]
+    dainrt calibrate tests/data/video/davis_car-turn.mp4 -o cal-int8 [--weights W]
+    python benchmarks/int8_check.py --calibration cal-int8 [--weights W] [--runs 5]
 
-1. Calibrates the model (default: the bundled one) on the real camera clip
-   tests/data/video/davis_car-turn.mp4 (`dainrt.calibration.calibrate`, int8, 8 pairs) and
-   prints the sensitivity table, the chosen configuration and the gate.
+1. Reads the calibration folder (made by `dainrt calibrate`; benchmarks/ may not import
+   calibration/) and prints its gate and chosen configuration.
 2. Times, in the same run and interleaved run by run (fp32, int8, fp32, ...), the rectify stage
    and the x4 stream per output frame (one new frame, one pair, three warp + rectify per step)
    at 256x256 and 480p (854x480), medians of `--runs`; prints the ratios.
@@ -110,16 +110,13 @@ def eval_psnr(args_common: list[str], what: list[str], tmp: Path, tag: str) -> f
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--out", default=None, help="calibration folder (default: a temporary one)")
+    ap.add_argument("--calibration", required=True, help="an int8 folder made by `dainrt calibrate` for --weights")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--pairs", type=int, default=8)
-    ap.add_argument("--stages", default="rectify,frame,pair")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-eval", action="store_true")
     a = ap.parse_args()
 
     from dainrt.benchmarks.harness import stream_frames
-    from dainrt.calibration import calibrate, format_report
     from dainrt.engine.onnxruntime_backend import OnnxRuntimeBackend
     from dainrt.model.checkpoint import load_model
     from dainrt.model.weights import resolve_weights
@@ -130,12 +127,12 @@ def main() -> int:
     weights = resolve_weights(a.weights)
     model = load_model(weights, device="cpu")
     say(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}, weights {weights}")
-    cal_dir = Path(a.out) if a.out else tmp / "calibration"
-    start = time.perf_counter()
-    report = calibrate(model, DATA / "video" / "davis_car-turn.mp4", cal_dir, "int8", a.pairs,
-                       stages=tuple(a.stages.split(",")), threads=a.threads, overwrite=True, say=say)
-    say(f"\n== calibration ({time.perf_counter() - start:.0f} s, {a.pairs} pairs of car-turn)")
-    say(format_report(report))
+    cal_dir = Path(a.calibration)
+    report = json.loads((cal_dir / "calibration.json").read_text())
+    g = report["gate"]
+    say(f"calibration {cal_dir}: {report['stage_precisions']}; gate: FP32 {g['fp32_psnr_db']:.3f} dB, chosen "
+        f"{g['psnr_db']:.3f} dB, drop {g['drop_db']:+.3f} dB (limit {report['gate_db']} dB), "
+        f"{report['seconds']['total_s']:.0f} s to calibrate")
 
     fp32 = OnnxRuntimeBackend(model, progress=None, threads=a.threads)
     int8 = OnnxRuntimeBackend(model, precision="int8", calibration=cal_dir, progress=None, threads=a.threads)

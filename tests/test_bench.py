@@ -102,7 +102,7 @@ def test_bench_json_has_every_field(bench_json, capsys):
     # Unavailable variants are skipped with a reason, never silently.
     ran = {(row["backend"], row["precision"]) for row in r["results"]}
     assert ran == {("baseline", "fp32"), ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")}
-    assert {("torch", "fp16"), ("torch-triton", "fp16"), ("torch-compile", "fp16")} <= {
+    assert {("torch", "fp16"), ("torch-triton", "fp16"), ("torch-compile", "fp16"), ("onnxruntime", "int8")} <= {
         (s["backend"], s["precision"]) for s in r["skipped"]}
     # PSNR of the reduced-precision variant on each Middlebury pair, cropped to the bench size.
     acc = r["accuracy"]
