@@ -130,7 +130,7 @@ def check_output_dir(out_dir: str | os.PathLike, source: str | os.PathLike, over
 
 
 def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, precision: str = "int8",
-              pairs: int = 16, gate_db: float = GATE_DB, *, stages: Sequence[str] = SEARCH_ORDER,
+              pairs: int = 8, gate_db: float = GATE_DB, *, stages: Sequence[str] = SEARCH_ORDER,
               onnx_dir: str | os.PathLike | None = None, threads: int | None = None, overwrite: bool = False,
               say: Callable[[str], None] = lambda m: print(f"dainrt: {m}", file=sys.stderr, flush=True)) -> dict:
     """Calibrate `model` (a `dainrt.model.DAIN`) on the film or picture folder `source` and write

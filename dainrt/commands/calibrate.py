@@ -28,15 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "INT8 quantizes rectify, then frame and pair where it is faster here; a configuration must stay within "
         "--gate-db of FP32 PSNR, else the most sensitive layers go back to FP32 one by one. Use it with "
         "`--backend onnxruntime --precision int8 --calibration DIR` or `dainrt build-engine --precision int8 "
-        "--calibration DIR`. About 10-30 minutes on a 2-core CPU with the defaults.",
+        "--calibration DIR`. Slow on a CPU: each trial reruns the held-out triplets (README: 42 minutes for "
+        "rectify alone on 8 pairs of a 640x360 film with the bundled model on a busy 2-core machine).",
     )
     p.add_argument("input", type=_film_or_folder, metavar="INPUT", help="a film, or a folder of pictures in order")
     p.add_argument("-o", "--output", type=A.path, default=None, metavar="DIR",
                    help="calibration folder to write (default: calibration-PRECISION in the current folder)")
     A.add_overwrite(p, "an earlier calibration in DIR")
     p.add_argument("--weights", type=A.existing_file, metavar="PATH", help="checkpoint (default: $DAINRT_WEIGHTS, then the cache)")
-    p.add_argument("--pairs", type=A.int_range(1, 1000), default=16, metavar="N",
-                   help="frame pairs to calibrate on (default 16); a quarter as many triplets (at least 2) judge")
+    p.add_argument("--pairs", type=A.int_range(1, 1000), default=8, metavar="N",
+                   help="frame pairs to calibrate on (default 8); a quarter as many triplets (at least 2) judge")
     p.add_argument("--precision", choices=("int8", "fp16"), default="int8",
                    help="int8 (default): Q/DQ convolutions; fp16: FP16 with measured FP32 islands")
     p.add_argument("--gate-db", type=A.float_range(0, 100, lo_open=True), default=GATE_DB, metavar="X",
