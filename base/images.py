@@ -101,8 +101,8 @@ def to_dtype(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write HxWx3 RGB or HxW grey, uint8 or uint16, as a picture (16-bit only as PNG); atomic
-    (temp + rename)."""
+    """Write HxWx3 RGB, HxWx4 RGBA or HxW grey, uint8 or uint16, as a picture (16-bit only as
+    PNG); atomic (temp + rename)."""
     path = Path(path)
     if image.dtype == np.uint16 and path.suffix.lower() != ".png":
         raise DainrtError(f"{path}: 16-bit output needs a .png name")
@@ -133,8 +133,11 @@ def _encode_png16(path: Path, image: np.ndarray) -> None:
     h, w = image.shape[:2]
     codec = av.CodecContext.create("png", "w")
     grey = image.ndim == 2
-    codec.width, codec.height, codec.pix_fmt = w, h, "gray16be" if grey else "rgb48be"
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="gray16le" if grey else "rgb48le")
+    rgba = image.ndim == 3 and image.shape[2] == 4
+    codec.width, codec.height = w, h
+    codec.pix_fmt = "gray16be" if grey else "rgba64be" if rgba else "rgb48be"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image),
+                                       format="gray16le" if grey else "rgba64le" if rgba else "rgb48le")
     frame = frame.reformat(format=codec.pix_fmt)
     packets = codec.encode(frame) + codec.encode(None)
     path.write_bytes(b"".join(bytes(p) for p in packets))

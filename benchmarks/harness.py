@@ -133,6 +133,8 @@ def plan_variants(model, device: torch.device, families: Sequence[str],
     registered = set(available_backends())
     if "torch" in families:
         variants.append(Variant("torch", "fp32", lambda: TorchBackend(model, device)))
+        if not cuda:   # the CPU default: the compiled warp kernel (engine/numba_warp.py)
+            variants.append(Variant("torch-numba", "fp32", lambda: TorchBackend(model, device, kernels="numba")))
         if cuda:
             from dainrt.engine.kernels import kernels_available
 

@@ -1,4 +1,4 @@
-"""Precision calibration (docs/architecture.md §11): FP16 chosen by measured per-layer
+"""Precision calibration (docs/architecture.md §12): FP16 chosen by measured per-layer
 sensitivity and INT8 Q/DQ with an accuracy gate, written as a calibration folder that the ONNX
 Runtime backend and the TensorRT builder read (dainrt.export.calibrated).
 

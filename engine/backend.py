@@ -64,8 +64,14 @@ def _factory(name: str) -> Callable[..., Backend]:
 
 
 def create_backend(name: str, model, device: str | torch.device = "cpu", **options) -> Backend:
-    """Build backend `name` for `model` (a `dainrt.model.DAIN`) on `device`."""
-    return _factory(name)(model, resolve_device(device), **options)
+    """Build backend `name` for `model` (a `dainrt.model.DAIN`) on `device`. On the CPU this also
+    makes freed tensor memory reusable process-wide (`host_memory.reuse_freed_memory`)."""
+    device = resolve_device(device)
+    if device.type == "cpu":
+        from .host_memory import reuse_freed_memory
+
+        reuse_freed_memory()
+    return _factory(name)(model, device, **options)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

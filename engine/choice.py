@@ -8,11 +8,11 @@ The user-facing choices map one to one onto backend options (docs/architecture.m
 | `backend`   | torch, onnxruntime, tensorrt    |                              |
 | `precision` | fp32, fp16, int8                | all three (warp is FP32 always); int8: onnxruntime, tensorrt |
 | `calibration` | a `dainrt calibrate` folder   | onnxruntime, tensorrt (needed for int8) |
-| `kernels`   | reference, triton               | torch (Triton needs CUDA)    |
+| `kernels`   | reference, numba, triton        | torch (numba: CPU; Triton: CUDA) |
 | `compile`   | on/off                          | torch                        |
 
-Defaults: on the CPU, torch FP32 with the reference ops (the only torch path that is fast there);
-on CUDA, torch FP16 with the Triton kernels where triton is installed. `compile` is never on by
+Defaults: on the CPU, torch FP32 with the Numba warp kernel (`engine/numba_warp.py`); on CUDA,
+torch FP16 with the Triton kernels where triton is installed. `compile` is never on by
 default: it costs minutes of compilation per shape before the first frame.
 """
 from __future__ import annotations
@@ -25,10 +25,11 @@ import torch
 from dainrt.base.errors import OptionError
 
 from .backend import BACKENDS
+from .torch_backend import KERNELS
+from .torch_backend import PRECISIONS as TORCH_PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = (*TORCH_PRECISIONS, "int8")
 CALIBRATED = ("onnxruntime", "tensorrt")   # the backends that run a calibration folder
-KERNELS = ("reference", "triton")
 # The default precision of the backends other than torch (whose default depends on the device).
 BACKEND_PRECISION = {"onnxruntime": "fp32", "tensorrt": "fp16"}
 
@@ -89,11 +90,13 @@ def choose_engine(device: torch.device, backend: str | None = None, precision: s
                                            "the onnxruntime backend runs fp16")
         if kernels == "triton":
             raise OptionError("kernels", "triton needs a CUDA device (this run is on the CPU)")
+    elif kernels == "numba":
+        raise OptionError("kernels", "numba runs on the CPU only (this run is on CUDA; use triton or reference)")
     elif kernels == "triton" and not triton_here:
         raise OptionError("kernels", "triton needs the triton package (pip install 'dainrt[triton]')")
     options = {
         "precision": precision or ("fp16" if cuda else "fp32"),
-        "kernels": kernels or ("triton" if cuda and triton_here else "reference"),
+        "kernels": kernels or (("triton" if triton_here else "reference") if cuda else "numba"),
         "compile": bool(compile),
     }
     picked = cuda and (precision is None or kernels is None)

@@ -123,8 +123,9 @@ def estimate_memory(config: ModelConfig, height: int, width: int, device: str = 
     """Peak memory of interpolating `width` x `height` input frames (pixels) with `DAIN(config)`
     on `backend` (torch only), `device` type ("cpu", "cuda", "cuda:N"), `precision` fp32|fp16.
 
-    `kernels` (reference|triton) and `compile` do not change the estimate: the Triton kernels
-    keep the same tensors alive at the warp's concatenation, and for `torch.compile` the eager
+    `kernels` (reference|numba|triton) and `compile` do not change the estimate: the Numba and
+    Triton kernels keep the same tensors alive at the warp's concatenation (they only drop the
+    reference's per-tap temporaries, so the estimate stays an upper bound), and for `torch.compile` the eager
     figure is an upper bound (Inductor may fuse the concatenation). Returns bytes per part.
     """
     if backend not in ESTIMATED_BACKENDS:

@@ -81,6 +81,26 @@ class Runner:
             outputs.append(crop(frame, padding)[0])
         return outputs
 
+    def interpolate_alpha(self, key0: Hashable, alpha0: torch.Tensor, key1: Hashable, alpha1: torch.Tensor,
+                          times: Sequence[float]) -> list[torch.Tensor]:
+        """The alpha (1,H,W) at each t between the frames of the last `interpolate` call (same
+        keys), warped with that pair's flows, kernels and depth weights: the warp stage run on
+        the alpha (repeated to 3 channels, as the stage takes images), its blend taken. The
+        rectify net is left out: it was trained on colour and would invent transparency.
+        Returns (1,H,W) float32 per t, not clamped."""
+        if self._pair_key != (key0, key1) or key0 not in self._frames or key1 not in self._frames:
+            raise ValueError("interpolate_alpha follows interpolate on the same pair")
+        padding = padding_for(alpha0.shape[-2], alpha0.shape[-1])
+        a0 = pad(alpha0.expand(3, -1, -1).unsqueeze(0), padding)
+        a1 = pad(alpha1.expand(3, -1, -1).unsqueeze(0), padding)
+        ctx0, ctx1 = self._frames[key0][1][0], self._frames[key1][1][0]
+        outputs = []
+        for t in times:
+            tt = torch.full((1,), float(t), dtype=torch.float32, device=self.backend.device)
+            _, blend = self._run("warp", (a0, a1, ctx0, ctx1, *self._pair, tt))
+            outputs.append(crop(blend, padding)[0, :1].clone())    # a backend may reuse its output buffers
+        return outputs
+
     def clear(self) -> None:
         """Forget cached results (e.g. after a scene cut or a seek)."""
         self._frames.clear()

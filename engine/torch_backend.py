@@ -5,8 +5,10 @@ Options (each maps to one `dainrt run` flag on the GPU paths):
 * `precision`: `fp32` (default; TF32 off on CUDA, for parity with the official model) or
   `fp16`: frame, pair and rectify under autocast FP16; the warp stage (custom layers, every
   coordinate) always runs in FP32 (docs/architecture.md §4). Outputs are float32 either way.
-* `kernels`: `reference` (the vectorised PyTorch ops of `model/ops`) or `triton` (the Triton
-  kernels of `dainrt.engine.kernels` for the two warping layers; CUDA, or Triton's interpreter).
+* `kernels`: `reference` (the vectorised PyTorch ops of `model/ops`), `numba` (the compiled CPU
+  adaptive warp of `dainrt.engine.numba_warp`; the projection stays the reference, which is cheap)
+  or `triton` (the Triton kernels of `dainrt.engine.kernels` for the two warping layers; CUDA, or
+  Triton's interpreter).
 * `compile`: put every stage through `torch.compile` (static shapes).
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dainrt.base.errors import OptionError
 from dainrt.model import DAIN, CustomOps
 
 PRECISIONS = ("fp32", "fp16")
-KERNELS = ("reference", "triton")
+KERNELS = ("reference", "numba", "triton")
 
 
 def _custom_ops(kernels: str) -> CustomOps:
@@ -27,6 +29,10 @@ def _custom_ops(kernels: str) -> CustomOps:
         raise OptionError("kernels", f"must be one of {', '.join(KERNELS)}, got {kernels!r}")
     if kernels == "reference":
         return CustomOps()
+    if kernels == "numba":
+        from dainrt.engine import numba_warp
+
+        return CustomOps(warp=numba_warp.adaptive_warp)
     from dainrt.engine import kernels as triton_kernels
 
     if not triton_kernels.kernels_available():

@@ -3,7 +3,8 @@
 Modules, one concept each:
 
 * `timing`: exact input/output timestamps, the output grid and the planner (what every output
-  frame is: an input frame, or a pair and t);
+  frame is: an input frame, or a pair and t; kept holds and cadence decided there);
+* `shots`: the `--shots FILE` format (per-shot cadence, keep-holds, off) and settings by moment;
 * `scenes`: held-frame (duplicate) and scene-cut detection on thumbnails;
 * `decode`: probing and the decode thread (PyAV), image-sequence input;
 * `encode`: encoder settings, segment writers, the encode thread, final assembly with the

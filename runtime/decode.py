@@ -12,11 +12,13 @@ matrix and range (unspecified matrix: BT.601, FFmpeg's default; unspecified rang
 
 Inputs: any file FFmpeg reads, or an image sequence given as a printf pattern
 (`frames/%05d.png`): FFmpeg's image2 demuxer reads it at `--input-fps` (default 24) with the
-first number found among 0-4, as `ffmpeg -i` does. Alpha is dropped with a warning (DAIN
-interpolates RGB).
+first number found among 0-4, as `ffmpeg -i` does. Alpha is kept (`keep_alpha`, RGBA pictures:
+`rgba` / `rgba64le`) when the run's output can carry it; otherwise the pipeline drops it with a
+warning.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import re
@@ -39,6 +41,30 @@ DEFAULT_SEQUENCE_RATE = Fraction(24)
 FEW_BROKEN = 2
 _PATTERN = re.compile(r"%0?\d*d")
 _END = object()
+
+
+def colour_flags(rgb_out: str | None = None):
+    """The swscale flags of every YUV <-> RGB conversion of a run (decode and encode);
+    `rgb_out`: the RGB format converted to, None when converting to the output's format.
+
+    swscale's default 8-bit YUV 4:2:0 -> RGB path darkens the pictures by about one code value
+    of luma (measured: a YUV -> RGB -> YUV trip takes mean Y from 103.8 to 102.7), so the
+    interpolated frames, which make that trip, would flicker darker than the originals, which
+    do not. Accurate rounding with full horizontal chroma interpolation makes the trip exact
+    in luma; that interpolation is left out for 16-bit RGB, where swscale's path for it is
+    wrong (it scrambles 10-bit 4:2:0) and the plain accurate path is exact already."""
+    from av.video.reformatter import Interpolation as I
+
+    flags = I.BILINEAR | I.ACCURATE_RND
+    if rgb_out in ("rgb24", "rgba"):
+        flags |= I.FULL_CHR_H_INT
+    return flags
+
+
+def to_rgb(frame, fmt: str) -> np.ndarray:
+    """A decoded `av.VideoFrame` -> RGB numpy in `fmt` (rgb24/rgb48le/rgba/rgba64le), through
+    `colour_flags()`; the frame's own matrix and range."""
+    return frame.reformat(format=fmt, interpolation=colour_flags(fmt)).to_ndarray()
 
 
 def is_image_sequence(path: str | os.PathLike) -> bool:
@@ -79,10 +105,21 @@ class InputInfo:
     other_streams: list[tuple[int, str, str]] = field(default_factory=list)   # (index, type, codec)
     rebuilt_timestamps: bool = False    # pts[i] is frame i's rebuilt timestamp, not the file's
     notes: list[str] = field(default_factory=list)
+    source_size: tuple[int, int] | None = None   # (W, H) in the file when decoding scales to width x height
+    frames_in_file: int = 0             # video frames in the whole input (before --max-frames / --preview)
+
+    def scaled(self, width: int, height: int) -> "InputInfo":
+        """The same input, decoded at `width` x `height` pixels (e.g. `run --preview`)."""
+        return dataclasses.replace(self, width=width, height=height,
+                                   source_size=self.source_size or (self.width, self.height))
+    keep_alpha: bool = False            # decode RGBA (the output carries alpha)
 
     @property
     def rgb_format(self) -> str:
-        """The numpy working format: rgb24 for 8-bit, rgb48le for deeper input."""
+        """The numpy working format: rgb24 for 8-bit, rgb48le for deeper input; rgba / rgba64le
+        when the alpha is kept."""
+        if self.keep_alpha:
+            return "rgba64le" if self.bits > 8 else "rgba"
         return "rgb48le" if self.bits > 8 else "rgb24"
 
     @property
@@ -138,8 +175,10 @@ def _declared_duration(container, stream) -> Fraction | None:
     return None
 
 
-def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_frames: int | None = None) -> InputInfo:
-    """Open, demux the video packets once and decode the first frame (see module docstring)."""
+def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_frames: int | None = None,
+          max_seconds: float | None = None) -> InputInfo:
+    """Open, demux the video packets once and decode the first frame (see module docstring).
+    `max_frames` / `max_seconds`: only the first N frames / the frames in the first S seconds."""
     import av
 
     path = os.fspath(path)
@@ -202,6 +241,10 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
                 f"{float(timeline_full.end):.3f} s (re-copy or re-export the file)"
             )
     timeline = timeline_full
+    frames_in_file = len(pts)
+    if max_seconds is not None:
+        within = sum(1 for p in pts if (p - pts[0]) * tb < Fraction(max_seconds)) or 1
+        max_frames = within if max_frames is None else min(max_frames, within)
     if max_frames is not None and max_frames < len(pts):
         timeline = Timeline.from_timestamps(pts, tb, rate_hint, last_duration, truncate_after=max_frames)
         pts = pts[:max_frames]
@@ -214,13 +257,27 @@ def probe(path: str | os.PathLike, sequence_rate: Fraction | None = None, max_fr
         has_alpha=has_alpha, color_range=int(first.color_range), colorspace=int(first.colorspace),
         color_primaries=int(first.color_primaries), color_trc=int(first.color_trc),
         timeline=timeline, pts=pts, declared_duration=declared, other_streams=other, rebuilt_timestamps=rebuilt,
+        frames_in_file=frames_in_file,
     )
     if rebuilt:
         info.notes.append(f"{broken} of {len(raw)} frames have missing or repeated timestamps: all were rebuilt from "
                           f"the frame order at {float(rate_hint):g} fps")
-    if has_alpha:
-        info.notes.append(f"the input has an alpha channel ({fmt.name}); it is dropped: dainrt interpolates RGB")
     return info
+
+
+def decode_video(container, stream):
+    """The decoded frames of `stream`. VP9 with alpha (WebM `alpha_mode` 1) goes through the
+    libvpx decoder: FFmpeg's own VP9 decoder ignores the alpha side data."""
+    meta = {k.lower(): v for k, v in (stream.metadata or {}).items()}
+    if stream.codec_context.name != "vp9" or meta.get("alpha_mode") != "1":
+        yield from container.decode(stream)
+        return
+    import av
+
+    codec = av.CodecContext.create("libvpx-vp9", "r")
+    for packet in container.demux(stream):
+        for frame in codec.decode(packet if packet.size else None):
+            yield frame
 
 
 def _first_frame(path: str, sequence_rate):
@@ -228,7 +285,7 @@ def _first_frame(path: str, sequence_rate):
 
     container = open_input(path, sequence_rate)
     try:
-        for frame in container.decode(video=0):
+        for frame in decode_video(container, container.streams.video[0]):
             return frame
     except av.error.FFmpegError as err:
         raise DainrtError(f"cannot decode {path}: {_av_message(err)}") from None
@@ -322,6 +379,7 @@ class Decoder:
         last_pts = None
         index = self.start_index
         limit_pts = info.pts[-1]
+        source_size = info.source_size or (info.width, info.height)
         container = None
         try:
             container = open_input(info.path, info.sequence_rate)
@@ -337,7 +395,7 @@ class Decoder:
                     stream = container.streams.video[0]
             found_start = self.start_pts is None
             n = 0
-            for frame in container.decode(stream):
+            for frame in decode_video(container, stream):
                 if self.stop.is_set():
                     return
                 if info.rebuilt_timestamps:                 # the n-th frame out has the n-th rebuilt time
@@ -362,11 +420,13 @@ class Decoder:
                 if last_pts is not None and pts <= last_pts:
                     self.dropped += 1                       # broken or repeated timestamp
                     continue
-                if (frame.width, frame.height) != (info.width, info.height):
+                if (frame.width, frame.height) != source_size:
                     raise DainrtError(
                         f"{info.path}: the frame size changes at {float(pts * timeline.time_base):.3f} s "
-                        f"({info.width}x{info.height} -> {frame.width}x{frame.height}); dainrt needs one size"
+                        f"({source_size[0]}x{source_size[1]} -> {frame.width}x{frame.height}); dainrt needs one size"
                     )
+                if info.source_size is not None:
+                    frame = frame.reformat(width=info.width, height=info.height, interpolation="AREA")
                 time = timeline.time(pts)
                 if timeline.rate is not None:
                     index = timeline.grid_index(time)
@@ -375,7 +435,7 @@ class Decoder:
                 last_pts = pts
                 image = staged = None
                 if self.images:
-                    image = frame.to_ndarray(format=info.rgb_format)
+                    image = to_rgb(frame, info.rgb_format)
                     staged = self.prepare(image) if self.prepare is not None else image
                 item = DecodedFrame(index, pts, time, frame, thumbnail(frame), image, staged)
                 self.frames += 1

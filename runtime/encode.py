@@ -15,6 +15,11 @@ transfer of the input are written on every frame, in the encoder's VUI and in th
 
 Image-sequence output (`out/%05d.png`): one PNG per output frame, numbered from 1, 8-bit for
 8-bit input and 16-bit for deeper input (Pillow / FFmpeg's PNG encoder); no audio.
+
+Alpha: input with an alpha channel keeps it where the output can carry it: PNG sequences (RGBA),
+and video whose encoder has an alpha pixel format: by default ProRes 4444 (`prores_ks`,
+yuva444p10le) for a .mov, VP9 (`libvpx-vp9`, yuva420p) for a .webm; `--codec ffv1` in .mkv too.
+Elsewhere (H.264 has no alpha) it is dropped with a note.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import numpy as np
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
 
-from .decode import InputInfo, _av_message, is_image_sequence, open_input
+from .decode import InputInfo, _av_message, colour_flags, is_image_sequence, open_input, to_rgb
 
 DEFAULT_CODEC = "libx264"
 DEFAULT_CRF = 16
@@ -82,12 +87,13 @@ class VideoSettings:
     rate: Fraction | None          # the stated constant rate, None when variable
     average_rate: Fraction         # for the encoder's rate control when variable
     time_base: Fraction
-    rgb_format: str                # rgb24 or rgb48le: what numpy payloads hold
+    rgb_format: str                # rgb24 or rgb48le (rgba / rgba64le with alpha): what numpy payloads hold
     color_range: int
     colorspace: int
     color_primaries: int
     color_trc: int
     image_sequence: bool = False
+    alpha: bool = False            # the output carries the input's alpha
     options: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -102,7 +108,7 @@ class VideoSettings:
         return _SWS_MATRIX.get(self.colorspace)
 
     def describe(self) -> dict:
-        return {"codec": self.codec, "pix_fmt": self.pix_fmt, "crf": self.crf,
+        return {"codec": self.codec, "pix_fmt": self.pix_fmt, "crf": self.crf, "alpha": self.alpha,
                 "color": {"range": self.color_range, "matrix": self.colorspace,
                           "primaries": self.color_primaries, "transfer": self.color_trc}}
 
@@ -181,9 +187,29 @@ def _default_pix_fmt(info: InputInfo, formats: list[str]) -> str:
     return formats[0] if formats else "yuv420p"
 
 
+ALPHA_CODECS = {".mov": "prores_ks", ".webm": "libvpx-vp9"}   # the default encoder for alpha input
+ALPHA_FORMATS = ("yuva444p10le", "yuva420p", "yuva444p", "gbrap", "bgra", "rgba")   # ProRes 4444, then WebM's VP9
+
+
+def _alpha_note(info: InputInfo, where: str) -> str:
+    return (f"the input has an alpha channel ({info.pix_fmt}); {where} cannot carry it, so it is dropped "
+            f"(use a PNG pattern, a .mov (ProRes 4444) or a .webm (VP9) to keep it)")
+
+
 def choose_video_settings(info: InputInfo, grid, codec: str | None = None, pix_fmt: str | None = None,
-                          crf: int | None = None, image_sequence: bool = False) -> VideoSettings:
-    """Encoder settings for `info`'s frames on `grid` (see module docstring); one-line errors."""
+                          crf: int | None = None, image_sequence: bool = False, suffix: str = "") -> VideoSettings:
+    """Encoder settings for `info`'s frames on `grid` (see module docstring); one-line errors.
+    `suffix`: the output file's extension (picks the alpha encoder). Sets `info.keep_alpha`."""
+    settings = _choose(info, grid, codec, pix_fmt, crf, image_sequence, suffix)
+    info.keep_alpha = settings.alpha
+    if settings.alpha:
+        settings.rgb_format = info.rgb_format
+    elif info.has_alpha:
+        settings.notes.append(_alpha_note(info, f"{settings.codec} ({settings.pix_fmt})"))
+    return settings
+
+
+def _choose(info: InputInfo, grid, codec, pix_fmt, crf, image_sequence, suffix) -> VideoSettings:
     import av
 
     w, h = info.width, info.height
@@ -195,9 +221,13 @@ def choose_video_settings(info: InputInfo, grid, codec: str | None = None, pix_f
     if image_sequence:
         if codec or pix_fmt or crf is not None:
             notes.append("--codec/--pix-fmt/--crf do not apply to picture output (PNG) and are ignored")
-        return VideoSettings("png", "rgb48be" if info.bits > 8 else "rgb24", None, w, h, rate, average,
+        alpha = info.has_alpha
+        png = ("rgba64be" if alpha else "rgb48be") if info.bits > 8 else ("rgba" if alpha else "rgb24")
+        return VideoSettings("png", png, None, w, h, rate, average,
                              grid.time_base, info.rgb_format, 0, 2, info.color_primaries, info.color_trc,
-                             image_sequence=True, notes=notes)
+                             image_sequence=True, alpha=alpha, notes=notes)
+    if codec is None and info.has_alpha:
+        codec = ALPHA_CODECS.get(suffix.lower())
     codec = codec or DEFAULT_CODEC
     try:
         c = av.codec.Codec(codec, "w")
@@ -206,6 +236,8 @@ def choose_video_settings(info: InputInfo, grid, codec: str | None = None, pix_f
     if c.type != "video":
         raise DainrtError(f"{codec!r} is not a video encoder")
     formats = _encoder_formats(codec)
+    if pix_fmt is None and info.has_alpha:
+        pix_fmt = next((f for f in ALPHA_FORMATS if f in formats and not _subsampled(av.VideoFormat(f), w, h)), None)
     if pix_fmt is None:
         pix_fmt = _default_pix_fmt(info, formats)
     else:
@@ -241,8 +273,10 @@ def choose_video_settings(info: InputInfo, grid, codec: str | None = None, pix_f
     out_bits = max(comp.bits for comp in out_fmt.components)
     if out_bits < info.bits:
         notes.append(f"the input has {info.bits}-bit samples but {pix_fmt} holds {out_bits}")
+    alpha = info.has_alpha and any(c.is_alpha for c in out_fmt.components)
     return VideoSettings(codec, pix_fmt, crf, w, h, rate, average, grid.time_base, info.rgb_format,
-                         c_range, c_space, info.color_primaries, info.color_trc, options=options, notes=notes)
+                         c_range, c_space, info.color_primaries, info.color_trc, alpha=alpha, options=options,
+                         notes=notes)
 
 
 def _encoder_rate(settings: VideoSettings) -> Fraction:
@@ -273,13 +307,15 @@ def to_video_frame(payload, settings: VideoSettings):
         frame = payload
         if frame.format.name != settings.pix_fmt:
             frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=settings.sws_matrix,
-                                   dst_color_range=settings.color_range or None)
+                                   dst_color_range=settings.color_range or None,
+                                   interpolation=colour_flags())
     else:
         arr = payload.result() if hasattr(payload, "result") else payload
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=settings.rgb_format)
         if settings.pix_fmt != settings.rgb_format:
             frame = frame.reformat(format=settings.pix_fmt, dst_colorspace=settings.sws_matrix,
-                                   dst_color_range=settings.color_range or None)
+                                   dst_color_range=settings.color_range or None,
+                                   interpolation=colour_flags())
     frame.pict_type = 0              # never force the decoder's I/P/B types on the encoder
     frame.color_range = settings.color_range
     frame.colorspace = settings.colorspace if not settings.is_rgb else frame.colorspace
@@ -335,6 +371,8 @@ class VideoSegmentWriter:
             raise write_error(self.part, err) from None
         self.frames += 1
         self.kinds[job.kind] = self.kinds.get(job.kind, 0) + 1
+        if job.again:                   # a cadence step, counted apart (the report's cadence_repeats)
+            self.kinds["again"] = self.kinds.get("again", 0) + 1
 
     def close(self) -> dict:
         import av
@@ -385,10 +423,12 @@ class ImageSegmentWriter:
             if hasattr(arr, "result"):
                 arr = arr.result()
             else:       # a decoded frame passed through
-                arr = arr.to_ndarray(format=self.settings.rgb_format)
+                arr = to_rgb(arr, self.settings.rgb_format)
         write_image(self.part / (self.pattern % (job.slot.k + 1)), np.ascontiguousarray(arr))
         self.frames += 1
         self.kinds[job.kind] = self.kinds.get(job.kind, 0) + 1
+        if job.again:                   # a cadence step, counted apart (the report's cadence_repeats)
+            self.kinds["again"] = self.kinds.get("again", 0) + 1
 
     def close(self) -> dict:
         try:
@@ -649,6 +689,8 @@ def assemble(work: Path, segments: list[int], settings: VideoSettings, info: Inp
             raise write_error(final_name, err) from None
         try:
             vost = out.add_stream_from_template(first.streams.video[0])
+            if settings.alpha and settings.codec == "libvpx-vp9":
+                vost.metadata["alpha_mode"] = "1"      # WebM's flag that the VP9 carries alpha
             vost.time_base = settings.time_base
             if settings.rate is not None:
                 vost.codec_context.framerate = _encoder_rate(settings)

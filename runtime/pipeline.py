@@ -15,6 +15,7 @@ finished segments kept; `--resume` continues from there and produces the same fr
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -29,13 +30,17 @@ import numpy as np
 from dainrt.base.errors import DainrtError, OptionError
 from dainrt.base.files import write_json
 from dainrt.base.outputs import check_outputs, pattern_matches
+from dainrt.base.progress import progress_bar
+from dainrt.engine.host_memory import HeapTrimmer
 
 from . import encode as enc
-from .allocator import HeapTrimmer
+from . import preview
 from .decode import Decoder, InputInfo, is_image_sequence, probe
 from .resume import file_identity, prepare_work_dir, work_dir_for
 from .scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD, Detector
-from .timing import FADE, INTERP, KINDS, Anchor, Planner, format_rate, frac_to_str, make_grid
+from .shots import RuleShots, read_rules, scene_list
+from .timing import (DEFAULT_KEEP_HOLDS, FADE, INTERP, KINDS, Anchor, Planner, Shots, ShotSettings, format_rate,
+                     frac_to_str, make_grid)
 
 SEGMENT_SECONDS = 10
 PICTURE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -62,6 +67,9 @@ class RunOptions:
     dedup_threshold: float = DEDUP_THRESHOLD
     scene_threshold: float = SCENE_THRESHOLD
     scene_mode: str = "repeat"
+    keep_holds: int | None = DEFAULT_KEEP_HOLDS   # with dedup: holds longer than this stay holds
+    cadence: int = 1                     # a new picture every N output frames
+    shots: str | None = None             # a --shots file (runtime/shots.py)
     codec: str | None = None
     crf: int | None = None
     pix_fmt: str | None = None
@@ -69,6 +77,7 @@ class RunOptions:
     segment_frames: int | None = None
     input_fps: Fraction | None = None
     max_frames: int | None = None
+    preview: float | None = None         # seconds: a small excerpt, written as NAME.preview.EXT (runtime/preview.py)
     dry_run: bool = False
     overwrite: bool = False              # replace an existing output / report (-y); never an input
     progress: bool | None = None         # None: when stderr is a terminal
@@ -115,8 +124,10 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
     return {
         "input": src, "fps": frac_to_str(opts.fps) if opts.fps is not None else None, "factor": opts.factor,
         "input_fps": frac_to_str(opts.input_fps) if opts.input_fps else None, "max_frames": opts.max_frames,
+        "preview": opts.preview, "size": [info.width, info.height],
         "dedup": opts.dedup, "dedup_threshold": opts.dedup_threshold, "scene_threshold": opts.scene_threshold,
-        "scene_mode": opts.scene_mode, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
+        "scene_mode": opts.scene_mode, "keep_holds": opts.keep_holds, "cadence": opts.cadence,
+        "shots": [r.describe() for r in read_rules(opts.shots)] if opts.shots else None, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
         "segment_frames": segment_frames, "backend": opts.backend,
         "backend_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
                             for k, v in sorted(opts.backend_options.items())},
@@ -149,6 +160,8 @@ class _Report:
         self.cuts: list[dict] = []
         self.duplicates: list[float] = []
         self.kinds = {k: 0 for k in KINDS}
+        self.again = 0                  # output frames that repeat the previous new picture (cadence)
+        self.holds: list[dict] = []     # the kept holds (the planner's)
 
 
 def run(opts: RunOptions) -> dict:
@@ -184,6 +197,12 @@ def _check_options(opts: RunOptions) -> None:
                         ("segment_frames", opts.segment_frames)):
         if value is not None and value < 1:
             raise OptionError(name, f"must be 1 or more, got {value}")
+    if opts.cadence < 1:
+        raise OptionError("cadence", f"must be 1 or more, got {opts.cadence}")
+    if opts.keep_holds is not None and opts.keep_holds < 1:
+        raise OptionError("keep_holds", f"must be 1 or more (or None: keep no hold), got {opts.keep_holds}")
+    if opts.shots is not None:
+        read_rules(opts.shots)                   # a mistake in the file is a one-line error now
     if opts.scene_mode not in ("repeat", "crossfade"):
         raise OptionError("scene_mode", f"must be repeat or crossfade, got {opts.scene_mode!r}")
     if not 0 <= opts.scene_threshold <= 100:
@@ -195,6 +214,8 @@ def _check_options(opts: RunOptions) -> None:
             raise OptionError(name, "is empty")
     if opts.input_fps is not None and opts.input_fps <= 0:
         raise OptionError("input_fps", f"must be above 0, got {opts.input_fps}")
+    if opts.preview is not None and not opts.preview > 0:
+        raise OptionError("preview", f"must be above 0 seconds, got {opts.preview}")
     if opts.model is None and not opts.dry_run:
         from dainrt.engine.backend import available_backends, resolve_device
 
@@ -206,18 +227,24 @@ def _check_options(opts: RunOptions) -> None:
 def _run(opts: RunOptions) -> dict:
     t_start = time.perf_counter()
     _check_options(opts)
+    if opts.preview is not None and opts.output is not None:
+        opts = dataclasses.replace(opts, output=preview.preview_output(opts.output))
     output, images_out = _check_paths(opts)
-    info = probe(opts.input, opts.input_fps, opts.max_frames)
+    info = probe(opts.input, opts.input_fps, opts.max_frames, opts.preview)
     for note in info.notes:
         _warn(note)
+    if opts.preview is not None:
+        info = _preview_info(opts, info)
     grid = make_grid(info.timeline, opts.fps, opts.factor)
-    settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out)
+    settings = enc.choose_video_settings(info, grid, opts.codec, opts.pix_fmt, opts.crf, image_sequence=images_out,
+                                         suffix=Path(opts.output).suffix if opts.output else "")
     for note in settings.notes:
         _warn(note)
+    shots = _shots(opts, info, grid)
     seg_frames = opts.segment_frames or max(1, math.ceil(SEGMENT_SECONDS * float(settings.rate or settings.average_rate)))
     if opts.dry_run:
-        return _dry_run(opts, info, grid, settings, t_start)
-    film = _FilmRun(opts, info, grid, settings, seg_frames, output, images_out)
+        return _dry_run(opts, info, grid, settings, shots, t_start)
+    film = _FilmRun(opts, info, grid, settings, shots, seg_frames, output, images_out)
     try:
         if not film.state.complete:
             film.stream()
@@ -225,6 +252,14 @@ def _run(opts: RunOptions) -> dict:
         return film.result(time.perf_counter() - t_start)
     finally:
         film.backend.close()
+
+
+def _preview_info(opts: RunOptions, info: InputInfo) -> InputInfo:
+    """The preview's input: decoded at the preview size; says in one line what the preview is."""
+    small = info.scaled(*preview.preview_size(info.width, info.height))
+    print("dainrt: " + preview.describe(opts.preview, info.timeline.frames, info.frames_in_file, (small.width, small.height),
+                                        (info.width, info.height), opts.output or "(dry run)"), file=sys.stderr)
+    return small
 
 
 class _FilmRun:
@@ -238,8 +273,8 @@ class _FilmRun:
     * `assemble()` and `result()`: the segments joined into the output, the report.
     """
 
-    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, seg_frames: int, output: Path,
-                 images_out: bool):
+    def __init__(self, opts: RunOptions, info: InputInfo, grid, settings, shots: Shots, seg_frames: int,
+                 output: Path, images_out: bool):
         from dainrt.engine import Runner, create_backend
         from dainrt.engine.backend import resolve_device
 
@@ -267,18 +302,24 @@ class _FilmRun:
         self.report = _Report()
         for seg in self.state.segments:
             for k, v in seg["kinds"].items():
-                self.report.kinds[k] += v
+                if k == "again":
+                    self.report.again += v
+                else:
+                    self.report.kinds[k] += v
         self.detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
-        self.planner = Planner(grid, opts.scene_mode)
+        self.planner = Planner(grid, opts.scene_mode, opts.dedup, shots)
         self.k_start = self.state.frames_done
-        self.resume_anchor = None
+        self.resume_anchor = None                # the last frame the resumed planner saw
+        self.ref_index = None                    # the detector's last kept frame
         if self.resuming:
             self.report.cuts, self.report.duplicates = list(self.state.scene_cuts), list(self.state.duplicates)
             if self.state.resume is not None:
                 self.resume_anchor = self.planner.restore(self.state.resume["planner"])
                 self.detector.restore(self.state.resume["detector"], None)
+                self.ref_index = self.state.resume["ref"]
         self.inference_s = self.stream_s = 0.0
         self.frames: dict[int, object] = {}      # decoded frames the planner may still use, by index
+        self._last = None                        # ((src, dst), t, payload) of the last interpolation
         self._images: dict[int, object] = {}     # their float tensors for the runner (see _image)
         self.trim_heap = HeapTrimmer()           # resident memory stays flat over a long film
 
@@ -302,10 +343,12 @@ class _FilmRun:
         recorded in the work folder's state as they complete."""
         import torch
 
-        anchor = self.resume_anchor
+        # a resumed run decodes from the first frame the planner still needs
+        first = min(self.planner.needed_anchors() + [self.resume_anchor], key=lambda a: a.index) \
+            if self.resume_anchor is not None else None
         progress = self._progress_bar()
-        decoder = Decoder(self.info, images=True, start=anchor.pts if anchor is not None else None,
-                          start_index=anchor.index if anchor is not None else 0,
+        decoder = Decoder(self.info, images=True, start=first.pts if first is not None else None,
+                          start_index=first.index if first is not None else 0,
                           prepare=self.transfers.upload if self.transfers.cuda else None).start()
         encoder = enc.SegmentedEncoder(self._make_writer, self.seg_frames, self._on_segment,
                                        on_frame=(progress.update if progress is not None else None))
@@ -330,23 +373,26 @@ class _FilmRun:
             _warn(self.notes[-1])
 
     def _loop(self, decoder, encoder) -> None:
-        anchor, planner = self.resume_anchor, self.planner
+        last, planner = self.resume_anchor, self.planner
         snap = self.state.resume if self.resuming and self.state.resume is not None else None
         for df in decoder:
-            if anchor is not None and df.pts == anchor.pts and df.index == anchor.index and planner.prev is anchor:
-                # The resumed run's last input frame: the planner has it already, the detector
-                # needs its picture back.
-                self.detector.ref = df.thumb
-                self.frames[df.index] = df
+            if last is not None and df.index <= last.index:
+                # Seen by the resumed run already: the planner may need its picture, the
+                # detector its thumbnail.
+                if df.index in planner.needed():
+                    self.frames[df.index] = df
+                if df.index == self.ref_index:
+                    self.detector.ref = df.thumb
                 continue
             d = _admit(df, self.grid, self.detector, self.report)
-            if d.drop:
-                continue
+            if not d.drop:
+                self.ref_index = df.index
             if snap is None:
                 snap = self._snapshot()
             self.frames[df.index] = df
-            self._emit(encoder, planner.push(Anchor(df.index, df.time, df.pts), d.cut), snap)
-            for key in [key for key in self.frames if key != df.index]:
+            self._emit(encoder, planner.push(Anchor(df.index, df.time, df.pts), d.cut, d.duplicate), snap)
+            needed = planner.needed()
+            for key in [key for key in self.frames if key not in needed]:
                 del self.frames[key]
             snap = self._snapshot()
         self._emit(encoder, planner.finish(), snap if snap is not None else self._snapshot())
@@ -365,25 +411,53 @@ class _FilmRun:
                 while i + len(group) < len(jobs) and jobs[i + len(group)].kind == INTERP \
                         and (jobs[i + len(group)].src, jobs[i + len(group)].dst) == (job.src, job.dst):
                     group.append(jobs[i + len(group)])
-                payloads = self._interpolate(job.src, job.dst, [g.t for g in group])
-                for g, payload in zip(group, payloads):
-                    encoder.put(g, payload, snap)
+                times = list(dict.fromkeys(g.t for g in group))     # a cadence shows a t more than once
+                if self._last is not None and self._last[0] == (job.src, job.dst) and self._last[1] in times:
+                    times.remove(self._last[1])                     # the cadence's step across pushes
+                computed = dict(zip(times, self._interpolate(job.src, job.dst, times)))
+                if self._last is not None and self._last[0] == (job.src, job.dst):
+                    computed.setdefault(self._last[1], self._last[2])
+                for g in group:
+                    encoder.put(g, computed[g.t], snap)
+                    self.report.again += g.again
+                g = group[-1]
+                self._last = ((g.src, g.dst), g.t, computed[g.t])
                 self.report.kinds[INTERP] += len(group)
                 i += len(group)
                 continue
             if job.kind == FADE:
                 payload = _blend(self.frames[job.src].image, self.frames[job.dst].image, job.t, self.info.dtype)
             else:
-                payload = self.frames[job.src].image if self.images_out else self.frames[job.src].frame
+                payload = self._original(job.src)
             encoder.put(job, payload, snap)
             self.report.kinds[job.kind] += 1
+            self.report.again += job.again
             i += 1
+
+    def _original(self, index: int):
+        """An input picture as an encoder payload. It is passed through untouched (bit for bit
+        up to the encoder) when it already is in the output's pixel format; otherwise it takes
+        the interpolated frames' colour path (RGB -> output format), so the two never differ
+        by a conversion."""
+        df = self.frames[index]
+        if self.images_out or df.frame.format.name != self.settings.pix_fmt:
+            return df.image
+        return df.frame
 
     def _interpolate(self, src: int, dst: int, times: list[float]) -> list:
         """The frames at `times` between decoded frames `src` and `dst`, as encoder payloads."""
         a, b = self.frames[src], self.frames[dst]
         t0 = time.perf_counter()
-        outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
+        if self.settings.alpha:
+            from .transfer import premultiply, unpremultiply
+
+            # premultiplied colour through the model, alpha warped with the same flows and kernels
+            (c0, a0), (c1, a1) = premultiply(self._image(a)), premultiply(self._image(b))
+            outs = self.runner.interpolate(a.index, c0, b.index, c1, times)
+            alphas = self.runner.interpolate_alpha(a.index, a0, b.index, a1, times)
+            outs = [unpremultiply(o, al) for o, al in zip(outs, alphas)]
+        else:
+            outs = self.runner.interpolate(a.index, self._image(a), b.index, self._image(b), times)
         payloads = [self.transfers.download(o) for o in outs]
         self.inference_s += time.perf_counter() - t0
         self.trim_heap()
@@ -399,7 +473,7 @@ class _FilmRun:
 
     def _snapshot(self) -> dict:
         """Where the run stands, for a resume from the next segment boundary."""
-        return {"planner": self.planner.state(), "detector": self.detector.state(),
+        return {"planner": self.planner.state(), "detector": self.detector.state(), "ref": self.ref_index,
                 "cuts": len(self.report.cuts), "dups": len(self.report.duplicates)}
 
     def _make_writer(self, index: int):
@@ -427,10 +501,8 @@ class _FilmRun:
         show = self.opts.progress if self.opts.progress is not None else sys.stderr.isatty()
         if not show:
             return None
-        from tqdm import tqdm
-
-        return tqdm(total=self.grid.count, initial=self.k_start, unit="frame", desc="dainrt run",
-                    dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+        # tqdm's rate is the output frame rate the run achieves (frames/s), its ETA the film's end.
+        return progress_bar(total=self.grid.count, initial=self.k_start, unit="frame", desc="dainrt run", show=True)
 
     def _abandon(self, err: BaseException) -> None:
         """After Ctrl-C or an error: keep finished segments for --resume, else remove the work
@@ -482,6 +554,7 @@ class _FilmRun:
 
         backend, runner = self.backend, self.runner
         calls = {k: runner.calls[k] - self.calls_before.get(k, 0) for k in runner.calls}
+        self.report.holds = self.planner.holds
         result = _report_dict(self.opts, self.info, self.grid, self.settings, self.report, self.frames_written, wall,
                               self.notes)
         result.update({
@@ -541,6 +614,12 @@ def _report_dict(opts, info: InputInfo, grid, settings, report: _Report, frames_
         "duplicates": {"count": len(report.duplicates), "times": report.duplicates, "dropped": opts.dedup,
                        "threshold": opts.dedup_threshold},
         "frames": dict(report.kinds),
+        "cadence_repeats": report.again,
+        "shots": scene_list(report.cuts, tl.start, tl.end),
+        "kept_holds": report.holds,
+        "plan_options": {"dedup": opts.dedup, "keep_holds": opts.keep_holds if opts.dedup else None,
+                         "cadence": opts.cadence, "shots_file": opts.shots,
+                         "rules": [r.describe() for r in read_rules(opts.shots)] if opts.shots else []},
         "wall_time_s": round(wall, 3),
         "output_fps": round(frames_out / wall, 3) if wall > 0 else None,
         "notes": notes,
@@ -569,25 +648,33 @@ def _admit(df, grid, detector: Detector, report: _Report):
     return d
 
 
-def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, t_start: float) -> dict:
+def _shots(opts: RunOptions, info: InputInfo, grid) -> Shots:
+    """The settings by moment: the command line's, changed by the rules of a --shots file."""
+    base = ShotSettings(opts.cadence, opts.keep_holds)
+    if opts.shots is None:
+        return Shots(base)
+    return RuleShots(base, read_rules(opts.shots), grid.rate, info.timeline.rate, opts.shots)
+
+
+def _dry_run(opts: RunOptions, info: InputInfo, grid, settings, shots: Shots, t_start: float) -> dict:
     """Decode, detect and plan only: no model, nothing written but the report."""
     report = _Report()
     detector = Detector(opts.dedup, opts.dedup_threshold, opts.scene_threshold)
-    planner = Planner(grid, opts.scene_mode)
+    planner = Planner(grid, opts.scene_mode, opts.dedup, shots)
     plan: list[list] = []
 
     def take(jobs):
         for j in jobs:
             report.kinds[j.kind] += 1
+            report.again += j.again
             plan.append([j.slot.k, frac_to_str(j.slot.time), j.kind, j.src, j.dst, j.t])
 
     with Decoder(info, images=False) as decoder:
         for df in decoder:
             d = _admit(df, grid, detector, report)
-            if d.drop:
-                continue
-            take(planner.push(Anchor(df.index, df.time, df.pts), d.cut))
+            take(planner.push(Anchor(df.index, df.time, df.pts), d.cut, d.duplicate))
         take(planner.finish())
+    report.holds = planner.holds
     frames_out = len(plan)
     result = _report_dict(opts, info, grid, settings, report, frames_out, time.perf_counter() - t_start, list(info.notes))
     result.update({"dry_run": True, "backend": opts.backend, "device": str(opts.device), "plan": plan})
@@ -628,9 +715,11 @@ def summary_line(result: dict) -> str:
     rate_out = format_rate(Fraction(o["rate"])) if o["rate"] else "variable rate"
     cuts = len(result["scene_cuts"])
     dups = result["duplicates"]["count"]
+    holds = len(result["kept_holds"])
+    kept = f", {holds} hold{'s' if holds != 1 else ''} kept" if holds else ""
     what = "planned" if result.get("dry_run") else f"wrote {o['path']}:"
     held = f"{dups} held frame{'s' if dups != 1 else ''}" + (" dropped" if result["duplicates"]["dropped"] else "")
     return (f"dainrt: {what} {o['frames']} frames at {rate_out} fps ({o['duration']:.3f} s) from {i['frames']} "
-            f"at {rate_in} fps ({i['duration']:.3f} s); {k['interp']} interpolated, {k['copy']} copied, "
-            f"{k['repeat'] + k['fade']} at {cuts} scene cut{'s' if cuts != 1 else ''}, {held}; "
+            f"at {rate_in} fps ({i['duration']:.3f} s); {k['interp']} interpolated, {k['copy'] + k['still']} copied, "
+            f"{k['repeat'] + k['fade']} at {cuts} scene cut{'s' if cuts != 1 else ''}, {held}{kept}; "
             f"{result['wall_time_s']:.1f} s ({result['output_fps'] or 0:.2f} frames/s)")

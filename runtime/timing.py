@@ -13,10 +13,13 @@ container's time base. Three pieces:
   frames, so the output lasts as long as the input within one output frame; or
   `SubdivideGrid` for `--factor N` on variable-rate input: every input interval is cut into N
   equal parts (the output is variable-rate too).
-* `Planner`: fed the input frames that survive duplicate removal, it says what every output
-  frame is: an input frame (`copy`), an interpolation between two frames at t (`interp`), or,
-  across a scene cut, the previous frame again (`repeat`) or a cross-fade (`fade`); after the
-  last input frame, `hold`. It never interpolates across a cut.
+* `Planner`: fed every decoded frame (with the detector's verdict: held, cut), it says what
+  every output frame is: an input frame at its time (`copy`), an input picture shown again
+  later (`still`: inside a kept hold, in an `off` shot, or a cadence step after a copy), an
+  interpolation between two frames at t (`interp`), or, across a scene cut, the previous frame
+  again (`repeat`) or a cross-fade (`fade`); after the last input frame, `hold`. It never
+  interpolates across a cut. Holds, cadence and per-shot settings (`ShotSettings`, `Shots`)
+  are decided here, so the pipeline only executes the plan.
 """
 from __future__ import annotations
 
@@ -247,6 +250,7 @@ class SubdivideGrid:
         self.factor = int(factor)
         self.in_time_base = timeline.time_base
         self.time_base = timeline.time_base / self.factor
+        self.end = timeline.end
         self.end_pts = int(timeline.end / timeline.time_base)
         self.count = self.factor * timeline.frames
         self.next = 0
@@ -310,21 +314,50 @@ def make_grid(timeline: Timeline, fps: Fraction | None = None, factor: int | Non
 # ----------------------------------------------------------------------------------------------
 # Planner
 
-COPY, INTERP, REPEAT, FADE, HOLD = "copy", "interp", "repeat", "fade", "hold"
-KINDS = (COPY, INTERP, REPEAT, FADE, HOLD)
+COPY, STILL, INTERP, REPEAT, FADE, HOLD = "copy", "still", "interp", "repeat", "fade", "hold"
+KINDS = (COPY, STILL, INTERP, REPEAT, FADE, HOLD)
+DEFAULT_KEEP_HOLDS = 4
+
+
+@dataclass(frozen=True)
+class ShotSettings:
+    """How smooth one stretch of the film is (the command line's, or a `--shots` rule's).
+
+    `cadence`: a new picture every `cadence` output frames (1: every frame; 2 at 60 fps: "30 on
+    60"). `keep_holds`: with held frames dropped (`--dedup`), a picture held for more than this
+    many input frames stays a hold (None: every hold is interpolated through). `off`: originals
+    only, each output frame shows the input picture on screen at its time.
+    """
+
+    cadence: int = 1
+    keep_holds: int | None = DEFAULT_KEEP_HOLDS
+    off: bool = False
+
+
+class Shots:
+    """Settings by moment: `at(time, scene)` -> (rule key, settings). Without rules, the same
+    settings everywhere (`runtime/shots.py` builds the per-shot kind from a `--shots` file)."""
+
+    def __init__(self, base: ShotSettings = ShotSettings()):
+        self.base = base
+
+    def at(self, time: Fraction, scene: int) -> tuple[int, ShotSettings]:
+        return -1, self.base
 
 
 @dataclass(frozen=True)
 class Job:
     """What output frame `slot.k` is. `src`/`dst` are input frame indices (dst only for
-    interp/fade), `t` the position between them in (0, 1)."""
+    interp/fade), `t` the position between them in (0, 1). `again`: the cadence shows the
+    previous new picture once more (the same src/dst/t, computed once)."""
 
-    slot: Slot
+    slot: Slot | None
     kind: str
     src: int
     dst: int | None = None
     t: float | None = None
     t_exact: Fraction | None = None
+    again: bool = False
 
 
 @dataclass(frozen=True)
@@ -336,60 +369,165 @@ class Anchor:
     pts: int
 
 
-class Planner:
-    """Turns kept input frames into output jobs on `grid` (see module docstring).
+def _anchor_state(a: Anchor | None):
+    return None if a is None else [a.index, frac_to_str(a.time), a.pts]
 
-    `push(anchor, cut)` for each kept frame in order (`cut`: a scene cut lies between the
-    previous kept frame and this one), `finish()` at the end. Call `grid.note_input` for every
-    decoded frame (kept or dropped) before pushing it.
+
+def _anchor_from(s) -> Anchor | None:
+    return None if s is None else Anchor(int(s[0]), frac_from_str(s[1]), int(s[2]))
+
+
+class Planner:
+    """Turns input frames into output jobs on `grid` (see module docstring).
+
+    `push(frame, cut, duplicate)` for each decoded frame in order (`cut`: a scene cut lies
+    between the previous kept frame and this one; `duplicate`: the detector found it held),
+    `finish()` at the end. Call `grid.note_input` for every decoded frame before pushing it.
+
+    Without `dedup` every frame is an anchor. With it, a picture and its held frames are one
+    unit: a picture held for at most `keep_holds` frames is interpolated through to the next
+    picture (on twos become smooth); a longer one is kept: its output frames show the picture
+    (`still`), and the motion out of it starts at its last held frame. `shots` gives the
+    settings (cadence, keep_holds, off) by moment; the cadence restarts at each shot and scene.
     """
 
-    def __init__(self, grid, scene_mode: str = "repeat"):
+    def __init__(self, grid, scene_mode: str = "repeat", dedup: bool = False, shots: Shots | None = None):
         if scene_mode not in ("repeat", "crossfade"):
             raise ValueError(f"scene mode must be 'repeat' or 'crossfade', got {scene_mode!r}")
         self.grid = grid
         self.scene_mode = scene_mode
-        self.prev: Anchor | None = None
+        self.dedup = dedup
+        self.shots = shots if shots is not None else Shots()
+        self.head: Anchor | None = None     # the picture on screen (its first frame)
+        self.tail: Anchor | None = None     # its last held frame (dedup), else None
+        self.held = 1                       # frames showing the picture so far
+        self.kept = False                   # it is a kept hold (decided once it is long enough)
+        self.prev: Anchor | None = None     # the last frame pushed
+        self.scene = 1
+        self.holds: list[dict] = []         # kept holds, for the report
+        self._shot: list | None = None      # [rule, scene] of the last output frame
+        self._phase = 0                     # output frame where its cadence started
+        self._base: Job | None = None       # the cadence's last new picture
+        self._anchors: dict[int, Anchor] = {}
 
-    def push(self, cur: Anchor, cut: bool = False) -> list[Job]:
-        prev = self.prev
-        jobs: list[Job] = []
-        if prev is not None:
-            span = cur.time - prev.time
-            for slot in self.grid.until(cur.time):
-                if slot.time == prev.time:
-                    jobs.append(Job(slot, COPY, prev.index))
-                    continue
-                t = (slot.time - prev.time) / span
-                if cut:
-                    if self.scene_mode == "crossfade":
-                        jobs.append(Job(slot, FADE, prev.index, cur.index, float(t), t))
-                    else:
-                        jobs.append(Job(slot, REPEAT, prev.index))
-                else:
-                    jobs.append(Job(slot, INTERP, prev.index, cur.index, float(t), t))
-        else:
-            # Nothing lies before the first frame (the grids start at it); kept for safety.
-            jobs.extend(Job(slot, HOLD, cur.index) for slot in self.grid.until(cur.time))
+    # -- input -----------------------------------------------------------------------------
+
+    def push(self, cur: Anchor, cut: bool = False, duplicate: bool = False) -> list[Job]:
         self.prev = cur
+        self._anchors[cur.index] = cur
+        if self.head is None:
+            # Nothing lies before the first frame (the grids start at it); kept for safety.
+            self.head = cur
+            return self._out([Job(s, HOLD, cur.index) for s in self.grid.until(cur.time)])
+        if duplicate and self.dedup:
+            self.tail, self.held = cur, self.held + 1
+            limit = self.shots.at(self.head.time, self.scene)[1].keep_holds
+            self.kept = self.kept or (limit is not None and self.held > limit)
+            if not self.kept:
+                return []                   # decided when the picture ends
+            return self._out([self._still(s) for s in self.grid.until(cur.time)])
+        jobs = self._close(cur, cut)
+        if cut:
+            self.scene += 1
+        self.head, self.tail, self.held, self.kept = cur, None, 1, False
+        self._prune()
         return jobs
 
     def finish(self) -> list[Job]:
-        if self.prev is None:
+        if self.head is None:
             return []
-        prev = self.prev
-        return [Job(s, COPY if s.time == prev.time else HOLD, prev.index) for s in self.grid.finish()]
+        jobs = self._close(None, False)
+        self._prune()
+        return jobs
+
+    def _still(self, slot: Slot) -> Job:
+        head = self.head
+        return Job(slot, COPY if slot.time == head.time else STILL, head.index)
+
+    def _close(self, cur: Anchor | None, cut: bool) -> list[Job]:
+        """The picture on screen ends at `cur` (None: the film ends): its output frames up to
+        `cur`. Interpolation starts at the picture's time, or at its last held frame if kept."""
+        head = self.head
+        start = head
+        if self.kept:
+            start = self.tail
+            end = cur.time if cur is not None else self.grid.end
+            self.holds.append({"frame": head.index, "start": float(head.time), "end": float(end),
+                               "frames": self.held, "scene": self.scene})
+        jobs = []
+        slots = self.grid.until(cur.time) if cur is not None else self.grid.finish()
+        for slot in slots:
+            if slot.time <= start.time:
+                jobs.append(self._still(slot))
+            elif cur is None:
+                jobs.append(Job(slot, HOLD, head.index))
+            else:
+                t = (slot.time - start.time) / (cur.time - start.time)
+                if not cut:
+                    jobs.append(Job(slot, INTERP, head.index, cur.index, float(t), t))
+                elif self.scene_mode == "crossfade":
+                    jobs.append(Job(slot, FADE, head.index, cur.index, float(t), t))
+                else:
+                    jobs.append(Job(slot, REPEAT, head.index))
+        return self._out(jobs)
+
+    # -- output: per-shot settings and cadence ---------------------------------------------
+
+    def _out(self, jobs: list[Job]) -> list[Job]:
+        out = []
+        for job in jobs:
+            rule, settings = self.shots.at(job.slot.time, self.scene)
+            if settings.off and job.kind in (INTERP, FADE):
+                job = Job(job.slot, STILL, job.src)          # the input picture on screen
+            if [rule, self.scene] != self._shot:
+                self._shot, self._phase = [rule, self.scene], job.slot.k
+            if self._base is None or (job.slot.k - self._phase) % settings.cadence == 0:
+                self._base = job
+            else:
+                b = self._base
+                job = Job(job.slot, STILL if b.kind == COPY else b.kind, b.src, b.dst, b.t, b.t_exact, True)
+            out.append(job)
+        return out
+
+    # -- what later jobs need, and resume --------------------------------------------------
+
+    def needed(self) -> set[int]:
+        """Input frame indices that later jobs may still show or interpolate from."""
+        need = {self.head.index} if self.head is not None else set()
+        if self._base is not None:
+            need.add(self._base.src)
+            if self._base.dst is not None:
+                need.add(self._base.dst)
+        return need
+
+    def needed_anchors(self) -> list[Anchor]:
+        """The anchors of `needed()`, in order (a resumed run decodes from the first)."""
+        return sorted((self._anchors[i] for i in self.needed()), key=lambda a: a.index)
+
+    def _prune(self) -> None:
+        keep = self.needed() | ({self.prev.index} if self.prev is not None else set())
+        self._anchors = {i: a for i, a in self._anchors.items() if i in keep}
 
     def state(self) -> dict:
-        p = self.prev
+        b = self._base
         return {
-            "prev": None if p is None else {"index": p.index, "time": frac_to_str(p.time), "pts": p.pts},
+            "prev": _anchor_state(self.prev), "head": _anchor_state(self.head), "tail": _anchor_state(self.tail),
+            "held": self.held, "kept": self.kept, "scene": self.scene, "holds": list(self.holds),
+            "shot": self._shot, "phase": self._phase,
+            "base": None if b is None else [b.kind, b.src, b.dst, b.t,
+                                            None if b.t_exact is None else frac_to_str(b.t_exact)],
+            "anchors": [_anchor_state(a) for a in self._anchors.values()],
             "grid": self.grid.state(),
         }
 
     def restore(self, state: dict) -> Anchor | None:
-        """Restore; returns the anchor the resumed decode must find again (or None)."""
+        """Restore; returns the last frame pushed (the resumed decode continues after it)."""
         self.grid.restore(state["grid"])
-        p = state["prev"]
-        self.prev = None if p is None else Anchor(int(p["index"]), frac_from_str(p["time"]), int(p["pts"]))
+        self.prev, self.head, self.tail = (_anchor_from(state[k]) for k in ("prev", "head", "tail"))
+        self.held, self.kept, self.scene = int(state["held"]), bool(state["kept"]), int(state["scene"])
+        self.holds = list(state["holds"])
+        self._shot, self._phase = state["shot"], int(state["phase"])
+        b = state["base"]
+        self._base = None if b is None else Job(None, b[0], b[1], b[2], b[3], None if b[4] is None else frac_from_str(b[4]))
+        self._anchors = {a.index: a for a in map(_anchor_from, state["anchors"])}
         return self.prev

@@ -23,11 +23,12 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")   # a device object needs 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 
-def test_cpu_default_is_torch_fp32_reference():
+def test_cpu_default_is_torch_fp32_numba():
     c = choose_engine(CPU)
-    assert (c.backend, c.options, c.picked) == ("torch", {"precision": "fp32", "kernels": "reference",
+    assert (c.backend, c.options, c.picked) == ("torch", {"precision": "fp32", "kernels": "numba",
                                                           "compile": False}, False)
-    assert c.describe() == "torch fp32"
+    assert c.describe() == "torch fp32, numba kernels"
+    assert choose_engine(CPU, kernels="reference").describe() == "torch fp32"
     assert choose_engine(CPU, compile=True).options["compile"] is True
     assert choose_engine(CPU, "onnxruntime", "fp16").options == {"precision": "fp16"}
 
@@ -45,13 +46,14 @@ def test_cuda_default_is_the_fastest_torch_path_and_says_so():
 @pytest.mark.parametrize("device, args, option, words", [
     (CPU, dict(precision="fp16"), "precision", "needs a CUDA device"),
     (CPU, dict(kernels="triton"), "kernels", "needs a CUDA device"),
+    (CUDA, dict(kernels="numba"), "kernels", "CPU only"),
     (CPU, dict(backend="onnxruntime", kernels="reference"), "kernels", "torch backend only"),
     (CPU, dict(backend="onnxruntime", compile=True), "compile", "torch backend only"),
     (CPU, dict(backend="bogus"), "backend", "unknown"),
     (CPU, dict(precision="fp8"), "precision", "fp32, fp16, int8"),
     (CPU, dict(precision="int8"), "precision", "with --calibration DIR"),
     (CPU, dict(backend="onnxruntime", precision="int8"), "calibration", "dainrt calibrate"),
-    (CPU, dict(kernels="cuda"), "kernels", "reference, triton"),
+    (CPU, dict(kernels="cuda"), "kernels", "reference, numba, triton"),
     (CUDA, dict(backend="onnxruntime"), "backend", "onnxruntime-gpu"),
 ])
 def test_refusals_name_what_is_missing(device, args, option, words):

@@ -1,4 +1,7 @@
-"""The custom layers (model/ops) against the op goldens and against per-pixel loop references."""
+"""The custom layers (model/ops) against the op goldens and against per-pixel loop references.
+
+The adaptive-warp tests also run the compiled CPU kernel (engine/numba_warp.py), which must meet
+the same goldens, edge cases and tolerances as the reference it stands in for."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dainrt.engine import numba_warp
 from dainrt.model.ops import adaptive_warp, correlation, depth_flow_projection, fill_holes, splat
 from dainrt.model.ops.depth_flow_projection import _nearest_valid
 from reference_ops import aw_reference, corr_reference, dfp_reference
@@ -18,6 +22,10 @@ DFP_CASES = ["dfp_random", "dfp_edges", "dfp_holes"]
 AW_CASES = ["aw_c3", "aw_c196", "aw_bilinear_kernel"]
 CORR_CASES = ["corr_c32", "corr_c196", "corr_c20_tiny"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# (implementation, device) pairs for the adaptive warp: the reference everywhere, numba on the CPU.
+AW_IMPLS = [pytest.param(adaptive_warp, d, id=f"reference-{d}") for d in DEVICES] + [
+    pytest.param(numba_warp.adaptive_warp, "cpu", id="numba-cpu")]
+AW_CPU_IMPLS = [pytest.param(adaptive_warp, id="reference"), pytest.param(numba_warp.adaptive_warp, id="numba")]
 
 
 def golden(name: str) -> dict[str, np.ndarray]:
@@ -66,11 +74,11 @@ def test_dfp_golden_hole_directions():
     assert (out[:, :, (z["hole_directions"] == 0)[0, 0]] == 0).all()
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("warp,device", AW_IMPLS)
 @pytest.mark.parametrize("name", AW_CASES)
-def test_aw_golden(name, device):
+def test_aw_golden(name, warp, device):
     z = golden(name)
-    out = run(adaptive_warp, z["input"], z["flow"], z["filter"], device=device)
+    out = run(warp, z["input"], z["flow"], z["filter"], device=device)
     check(out, z["out"])
     if "valid" in z:  # invalid pixels are an exact copy of the input
         invalid = np.broadcast_to(~z["valid"], out.shape)
@@ -183,21 +191,24 @@ def aw_inputs(seed: int, B=2, C=3, H=6, W=8):
     return image, flow, kernel
 
 
+@pytest.mark.parametrize("warp", AW_CPU_IMPLS)
 @pytest.mark.parametrize("seed,C", [(0, 3), (1, 5)])
-def test_aw_matches_reference(seed, C):
+def test_aw_matches_reference(seed, C, warp):
     image, flow, kernel = aw_inputs(seed, C=C)
-    check(run(adaptive_warp, image, flow, kernel), aw_reference(image, flow, kernel))
+    check(run(warp, image, flow, kernel), aw_reference(image, flow, kernel))
 
 
-def test_aw_copy_at_half_size():
+@pytest.mark.parametrize("warp", AW_CPU_IMPLS)
+def test_aw_copy_at_half_size(warp):
     image, flow, kernel = aw_inputs(0)
-    out = run(adaptive_warp, image, flow, kernel)
+    out = run(warp, image, flow, kernel)
     for y, x in ((1, 0), (0, 2), (3, 3)):  # |u| == W/2, |v| == H/2, NaN
         np.testing.assert_array_equal(out[0, :, y, x], image[0, :, y, x])
     assert not np.allclose(out[0, :, 2, 0], image[0, :, 2, 0])  # just below W/2: warped
 
 
-def test_aw_inner_kernel_is_bilinear_sampling():
+@pytest.mark.parametrize("warp", AW_CPU_IMPLS)
+def test_aw_inner_kernel_is_bilinear_sampling(warp):
     """Kernel 1 at taps 5, 6, 9, 10 (the inner 2x2) = plain bilinear sampling inside the image."""
     rng = np.random.default_rng(7)
     B, C, H, W = 2, 3, 8, 10
@@ -206,7 +217,7 @@ def test_aw_inner_kernel_is_bilinear_sampling():
     flow[0, :, 2, 8] = (1.0, 0.5)  # lands exactly on the last column
     kernel = np.zeros((B, 16, H, W), np.float32)
     kernel[:, [5, 6, 9, 10]] = 1.0
-    out = run(adaptive_warp, image, flow, kernel)
+    out = run(warp, image, flow, kernel)
     check(out, aw_reference(image, flow, kernel))
 
     ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -259,6 +270,8 @@ def test_dtypes_deterministic_and_inputs_untouched():
     calls = [
         lambda: adaptive_warp(image, flow, kernel),
         lambda: adaptive_warp(image.half(), flow.half(), kernel.half()),
+        lambda: numba_warp.adaptive_warp(image, flow, kernel),
+        lambda: numba_warp.adaptive_warp(image.half(), flow.half(), kernel.half()),
         lambda: depth_flow_projection(dflow, weight),
         lambda: depth_flow_projection(dflow.double(), weight.half(), fill=False),
         lambda: correlation(f1, f2),

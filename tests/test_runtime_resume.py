@@ -57,18 +57,15 @@ def _one_line_error(capsys, rc, *words):
 ARGS = ["--factor", "2", "--segment-frames", "2", "--no-progress"]
 
 
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, small_ckpt, film, capsys):
-    full = tmp_path / "full.mp4"
-    assert main(["run", film, "-o", str(full), "--weights", str(small_ckpt), "--report", str(tmp_path / "full.json"), *ARGS]) == 0
-
-    out = tmp_path / "part.mp4"
-    work = tmp_path / "part.mp4.dainrt-partial"
+def _ctrl_c_after_a_segment(args: list[str], work: Path) -> str:
+    """`dainrt run ARGS` in a child, sent Ctrl-C once a segment is safe in `work`; returns its
+    stderr after checking it exited 130."""
     # A shell's background job ignores SIGINT, and so would the child: give it the default back.
-    proc = subprocess.Popen([sys.executable, "-m", "dainrt", "run", film, "-o", str(out), "--weights", str(small_ckpt), *ARGS],
+    proc = subprocess.Popen([sys.executable, "-m", "dainrt", "run", *args],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:       # Ctrl-C once a segment is safe
+    while time.time() < deadline and proc.poll() is None:
         try:
             if json.loads((work / "state.json").read_text())["segments"]:
                 break
@@ -78,6 +75,16 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, small_ckpt, fi
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    return err
+
+
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, small_ckpt, film, capsys):
+    full = tmp_path / "full.mp4"
+    assert main(["run", film, "-o", str(full), "--weights", str(small_ckpt), "--report", str(tmp_path / "full.json"), *ARGS]) == 0
+
+    out = tmp_path / "part.mp4"
+    work = tmp_path / "part.mp4.dainrt-partial"
+    err = _ctrl_c_after_a_segment([film, "-o", str(out), "--weights", str(small_ckpt), *ARGS], work)
     assert "--resume" in err.strip().splitlines()[-1]
     assert not out.exists()                                     # nothing under the final name
     state = json.loads((work / "state.json").read_text())
@@ -101,6 +108,31 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, small_ckpt, fi
     assert r_part["runner_calls"]["warp"] < r_full["runner_calls"]["warp"]   # finished work not redone
     assert r_part["frames"] == r_full["frames"]
     assert not work.exists()
+
+
+def test_interrupted_run_with_kept_holds_and_cadence_resumes_to_the_same_film(tmp_path, small_ckpt):
+    """Pictures held 2, 7, 2 and 3 frames at 12 fps -> 60 fps with --keep-holds 4 --cadence 3,
+    7 output frames a segment: segment boundaries fall inside the kept hold and inside cadence
+    steps; Ctrl-C then --resume gives the frames of an uninterrupted run."""
+    a, b, c, d = pictures(4, 64, 48, seed=23, step=(4, 2))
+    clip = write_clip(tmp_path / "held.mkv", [a] * 2 + [b] * 7 + [c] * 2 + [d] * 3, rate=12, codec="ffv1",
+                      pix_fmt="bgr0")
+    args = [clip, "--fps", "60", "--keep-holds", "4", "--cadence", "3", "--segment-frames", "7",
+            "--weights", str(small_ckpt), "--codec", "ffv1", "--pix-fmt", "bgr0", "--no-progress"]
+    full, out, work = tmp_path / "full.mkv", tmp_path / "part.mkv", tmp_path / "part.mkv.dainrt-partial"
+    assert main(["run", *args, "-o", str(full)]) == 0
+    _ctrl_c_after_a_segment([*args, "-o", str(out)], work)
+    done = sum(s["frames"] for s in json.loads((work / "state.json").read_text())["segments"])
+    assert 7 <= done < 70
+    report = tmp_path / "part.json"
+    assert main(["run", *args, "-o", str(out), "--resume", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["resumed_from_frame"] == done
+    x, px, _ = decode_rgb(full)
+    y, py, _ = decode_rgb(out)
+    assert len(x) == len(y) == 70 and px == py
+    assert all(np.array_equal(p, q) for p, q in zip(x, y))
+    # the kept hold (output frames 10-40) shows b itself from the first cadence step in it (12)
+    assert all(np.array_equal(x[k], b) for k in range(12, 41))
 
 
 def _limit_file_size(limit):

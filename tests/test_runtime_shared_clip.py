@@ -148,7 +148,7 @@ def test_shared_clip_across_the_first_cut_with_the_model(tmp_path, small_ckpt):
         else:
             (ref,) = runner.interpolate(i, to_tensor(frames[i]), i + 1, to_tensor(frames[i + 1]), [float(t)])
             np.testing.assert_array_equal(image, quantize(ref, np.uint8).numpy(), err_msg=f"interp {k}")
-    assert r["frames"] == {"copy": 4, "interp": 12, "repeat": 2, "fade": 0, "hold": 2}
+    assert r["frames"] == {"copy": 4, "still": 0, "interp": 12, "repeat": 2, "fade": 0, "hold": 2}
     a_in, extra_in = _packets(small, "audio")
     a_out, extra_out = _packets(out, "audio")
     assert len(a_in) > 10 and a_in == a_out and extra_in == extra_out

@@ -8,7 +8,7 @@ import pytest
 
 from dainrt.runtime.scenes import Detector, differences
 from dainrt.runtime.timing import (
-    COPY, FADE, HOLD, INTERP, REPEAT, Anchor, CfrGrid, Planner, SubdivideGrid, Timeline, fraction_gcd, make_grid,
+    COPY, FADE, HOLD, INTERP, REPEAT, STILL, Anchor, CfrGrid, Planner, SubdivideGrid, Timeline, fraction_gcd, make_grid,
     parse_rate,
 )
 
@@ -130,6 +130,111 @@ def test_planner_state_round_trips_for_resume():
     anchor = again.restore(state)
     assert anchor == Anchor(2, F(2, 12), 2)
     assert [again.push(Anchor(i, F(i, 12), i)) for i in range(3, 6)] + [again.finish()] == rest
+
+
+def _planned(times, rate, dups=(), cuts=(), dedup=True, shots=None, end=None):
+    """Plan frames at `times` (seconds); `dups`: indices the detector found held."""
+    tl = Timeline.from_timestamps([round(t * 1000) for t in times], F(1, 1000), None,
+                                  last_duration=None if end is None else round((end - times[-1]) * 1000))
+    planner = Planner(CfrGrid(tl, F(rate)), dedup=dedup, shots=shots)
+    jobs = []
+    for i, t in enumerate(times):
+        planner.grid.note_input(F(t), round(t * 1000))
+        jobs += planner.push(Anchor(i, F(t), round(t * 1000)), cut=i in cuts, duplicate=i in dups)
+    return jobs + planner.finish(), planner
+
+
+def test_keep_holds_keeps_long_holds_and_interpolates_short_ones():
+    # 12 fps: A A B C C C C C C D (C held 6 frames: a pose), to 60 fps (5 output frames per input frame)
+    times = [F(i, 12) for i in range(10)]
+    jobs, planner = _planned(times, 60, dups={1, 4, 5, 6, 7, 8}, end=F(10, 12))
+    table = [(j.slot.k, j.kind, j.src, j.dst, j.t_exact) for j in jobs]
+    assert len(jobs) == 50
+    # A is held 2 frames (<= 4): interpolated through, A -> B over 2/12 s
+    assert table[:10] == [(0, COPY, 0, None, None)] + [(k, INTERP, 0, 2, F(k, 10)) for k in range(1, 10)]
+    assert table[10:15] == [(10, COPY, 2, None, None)] + [(k, INTERP, 2, 3, F(k - 10, 5)) for k in range(11, 15)]
+    # C is held 6 frames (> 4): frames 15..40 (3/12 .. 8/12 s) show C itself, then C -> D from 8/12 s
+    assert table[15:41] == [(15, COPY, 3, None, None)] + [(k, STILL, 3, None, None) for k in range(16, 41)]
+    assert table[41:45] == [(k, INTERP, 3, 9, F(k - 40, 5)) for k in range(41, 45)]
+    assert table[45] == (45, COPY, 9, None, None) and {j.kind for j in jobs[46:]} == {HOLD}
+    assert planner.holds == [{"frame": 3, "start": 0.25, "end": 0.75, "frames": 6, "scene": 1}]
+    # keep-holds off (None): every hold interpolated through; 1: every hold kept
+    from dainrt.runtime.timing import ShotSettings, Shots
+
+    through, p = _planned(times, 60, dups={1, 4, 5, 6, 7, 8}, shots=Shots(ShotSettings(keep_holds=None)), end=F(10, 12))
+    assert p.holds == [] and [j.kind for j in through[15:45]] == [COPY] + [INTERP] * 29
+    every, p = _planned(times, 60, dups={1, 4, 5, 6, 7, 8}, shots=Shots(ShotSettings(keep_holds=1)), end=F(10, 12))
+    assert [h["frame"] for h in p.holds] == [0, 3] and [j.kind for j in every[:6]] == [COPY] + [STILL] * 5
+
+
+def test_cadence_shows_a_new_picture_every_k_frames_at_exact_times():
+    from dainrt.runtime.timing import ShotSettings, Shots
+
+    times = [F(i, 15) for i in range(3)]
+    jobs, _ = _planned(times, 60, dedup=False, shots=Shots(ShotSettings(cadence=2)), end=F(3, 15))
+    table = [(j.slot.k, j.kind, j.src, j.dst, j.t_exact, j.again) for j in jobs]
+    assert table[:8] == [(0, COPY, 0, None, None, False), (1, STILL, 0, None, None, True),
+                         (2, INTERP, 0, 1, F(1, 2), False), (3, INTERP, 0, 1, F(1, 2), True),
+                         (4, COPY, 1, None, None, False), (5, STILL, 1, None, None, True),
+                         (6, INTERP, 1, 2, F(1, 2), False), (7, INTERP, 1, 2, F(1, 2), True)]
+    # cadence 4 at 15 -> 60: only the originals, each held 4 output frames ("15 on 60")
+    jobs, _ = _planned(times, 60, dedup=False, shots=Shots(ShotSettings(cadence=4)), end=F(3, 15))
+    assert [(j.kind, j.src) for j in jobs] == [(COPY, i // 4) if i % 4 == 0 else (STILL, i // 4) for i in range(12)]
+
+
+def test_shots_file_rules_by_time_and_scene():
+    from dainrt.base.errors import DainrtError
+    from dainrt.runtime.shots import RuleShots, parse_rules
+    from dainrt.runtime.timing import ShotSettings
+
+    rules = parse_rules("""
+        # where   settings
+        0-0.5     cadence 4        # the first half second: 15 on 60
+        scene 2   off
+        1:00-end  fps 30 keep-holds 6
+    """)
+    shots = RuleShots(ShotSettings(), rules, F(60), F(15))
+    assert shots.at(F(1, 4), 1) == (0, ShotSettings(cadence=4))
+    assert shots.at(F(1, 2), 1) == (-1, ShotSettings())                  # the end is excluded
+    assert shots.at(F(1, 4), 2) == (1, ShotSettings(off=True))           # the later line wins
+    assert shots.at(F(61), 3) == (2, ShotSettings(cadence=2, keep_holds=6))
+    # a cut at frame 3 of 15 fps: scene 2 (from 3/15 s) is originals only
+    times = [F(i, 15) for i in range(6)]
+    jobs, _ = _planned(times, 60, cuts={3}, dedup=False, shots=RuleShots(ShotSettings(), parse_rules("scene 2 off"), F(60), F(15)))
+    assert [j.kind for j in jobs[:12]] == [COPY, INTERP, INTERP, INTERP] * 2 + [COPY, REPEAT, REPEAT, REPEAT]
+    assert [(j.kind, j.src) for j in jobs[12:20]] == [(COPY, 3), (STILL, 3), (STILL, 3), (STILL, 3), (COPY, 4),
+                                                     (STILL, 4), (STILL, 4), (STILL, 4)]
+    for bad, message in (("0-1", "no settings"), ("1-0.5 off", "empty"), ("scene x off", "whole number"),
+                         ("0-1 cadence 0", "1 or more"), ("0-1 speed 2", "unknown setting"), ("off", "time range"),
+                         ("0-1 fps 25 cadence 2", "one of")):
+        with pytest.raises(DainrtError, match=message):
+            parse_rules(bad)
+    with pytest.raises(DainrtError, match="line 1: 25 new pictures a second do not divide"):
+        RuleShots(ShotSettings(), parse_rules("0-1 fps 25"), F(60), F(15))
+
+
+def test_planner_with_holds_and_cadence_resumes_from_its_state():
+    from dainrt.runtime.timing import ShotSettings, Shots
+
+    times = [F(i, 12) for i in range(10)]
+    dups = {1, 4, 5, 6, 7, 8}
+    whole, _ = _planned(times, 60, dups=dups, shots=Shots(ShotSettings(cadence=3)), end=F(10, 12))
+    for stop in range(1, 10):
+        tl = Timeline.from_timestamps([round(t * 1000) for t in times], F(1, 1000), None, last_duration=83)
+        first = Planner(CfrGrid(tl, F(60)), dedup=True, shots=Shots(ShotSettings(cadence=3)))
+        jobs = []
+        for i in range(stop):
+            jobs += first.push(Anchor(i, times[i], round(times[i] * 1000)), duplicate=i in dups)
+        import json
+        state = json.loads(json.dumps(first.state()))
+        again = Planner(CfrGrid(tl, F(60)), dedup=True, shots=Shots(ShotSettings(cadence=3)))
+        assert again.restore(state) == Anchor(stop - 1, times[stop - 1], round(times[stop - 1] * 1000))
+        assert {a.index for a in again.needed_anchors()} == first.needed()
+        for i in range(stop, 10):
+            jobs += again.push(Anchor(i, times[i], round(times[i] * 1000)), duplicate=i in dups)
+        jobs += again.finish()
+        assert [(j.slot, j.kind, j.src, j.dst, j.t_exact, j.again) for j in jobs] == \
+            [(j.slot, j.kind, j.src, j.dst, j.t_exact, j.again) for j in whole], stop
 
 
 def test_fraction_gcd():

@@ -177,9 +177,10 @@ def check_sizes(sequences: Sequence[Path]) -> None:
 def evaluate(sequences: Sequence[Path], interpolator, minterpolate_baseline: bool = True) -> list[Result]:
     """Interpolate t = 0.5 for each sequence with `interpolator` (a `dainrt.Interpolator`)."""
     from dainrt.base.images import read_image, to_dtype
+    from dainrt.base.progress import progress_bar
 
     results = []
-    for d in sequences:
+    for d in progress_bar(sequences, desc="evaluating", unit="pair"):
         f0, f1, gt = (read_image(d / f) for f in (FRAME0, FRAME1, MIDDLE))
         if not (f0.dtype == f1.dtype == gt.dtype == np.uint8):
             raise DainrtError(f"{d}: evaluation needs 8-bit pictures")
@@ -267,8 +268,10 @@ def evaluate_video(triplets: Sequence[Triplet], interpolator, minterpolate_basel
     times in one `interpolate` call), the t-weighted blend and minterpolate."""
     from dainrt.base.images import to_dtype
 
+    from dainrt.base.progress import progress_bar
+
     results = []
-    for tri in triplets:
+    for tri in progress_bar(triplets, desc="evaluating", unit="triplet"):
         s, f0, f1 = tri.spacing, tri.frames[0], tri.frames[-1]
         times = [k / s for k in range(1, s)]
         outs = interpolator.interpolate(f0, f1, times)

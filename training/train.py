@@ -50,6 +50,7 @@ from dainrt.model.checkpoint import load_checkpoint, save_checkpoint
 from dainrt.base.errors import DainrtError
 from dainrt.base.files import atomic_output
 from dainrt.base.metrics import psnr
+from dainrt.base.progress import progress_bar
 from dainrt.model import DAIN, ModelConfig
 from dainrt.model.config import MAX_DISPLACEMENT
 from dainrt.model.ops import correlation
@@ -445,8 +446,9 @@ def save_fp16(model: DAIN, path: str | Path) -> Path:
     return save_checkpoint(sd, model.config, path)
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
-    """Run (or continue) training; returns the last validation metrics."""
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = False) -> dict:
+    """Run (or continue) training; returns the last validation metrics. `progress`: a bar with
+    the ETA of the planned steps, on a terminal (log lines then print above it)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = _device(cfg.device)
@@ -516,7 +518,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     metrics = {}
     _set_train(model, frozen)
     running, window = [], time.monotonic()
-    for batch in loader:
+    bar = progress_bar(loader, total=cfg.steps, initial=step, desc=f"training ({cfg.phase})", unit="step",
+                       show=None if progress else False)
+    if not bar.disable:
+        log = bar.write                          # log lines print above the bar
+    for batch in bar:
         f0, f1, gt = batch.frame0.to(device), batch.frame1.to(device), batch.frame_t.to(device)
         flow01 = batch.flow01.to(device)
         if cfg.phase == "features":

@@ -6,6 +6,7 @@ import sys
 import time
 
 from dainrt.base.errors import DainrtError
+from dainrt.base.progress import progress_bar
 
 from . import _args as A
 from .bench import size_text
@@ -101,15 +102,16 @@ def run(args: argparse.Namespace) -> int:
                              plugins=not args.no_plugins, verbose=args.verbose)
     builder = EngineBuilder(model, args.precision, settings=settings, device=args.device, calibration=args.calibration)
     start = time.perf_counter()
+    bar = progress_bar(total=len(profiles) * len(stages), desc="building engines", unit="engine")
     for profile in profiles:
         for stage in stages:
             key = builder.key(stage, profile)
             cached = not args.force and builder.cache.load(key) is not None
-            if cached:
-                print(f"{stage:8s} cached  {builder.cache.engine_path(key)}")
-                continue
-            builder.ensure(stage, profile, build=True, force=args.force)
-            print(f"{stage:8s} built   {builder.cache.engine_path(key)}")
+            if not cached:
+                builder.ensure(stage, profile, build=True, force=args.force)
+            bar.write(f"{stage:8s} {'cached' if cached else 'built '}  {builder.cache.engine_path(key)}", file=sys.stdout)
+            bar.update(1)
+    bar.close()
     print(f"done in {time.perf_counter() - start:.1f} s ({builder.identity.name}, TensorRT "
           f"{builder.identity.tensorrt_version})", file=sys.stderr)
     return 0

@@ -19,9 +19,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", type=A.existing_folder, default=None, metavar="DIR",
                    help="onnxruntime/tensorrt: run the stages of a `dainrt calibrate` folder (int8, or fp16 with "
                    "measured FP32 islands); refused if made for other weights or another dainrt")
-    p.add_argument("--kernels", type=A.text, default=None, metavar="reference|triton",
-                   help="torch backend: the warping layers as vectorised PyTorch ops (reference) or Triton kernels "
-                   "(CUDA; default there when triton is installed)")
+    p.add_argument("--kernels", type=A.text, default=None, metavar="reference|numba|triton",
+                   help="torch backend: the warping layers as vectorised PyTorch ops (reference), the compiled CPU "
+                   "warp (numba; the CPU default) or Triton kernels (CUDA; default there when triton is installed)")
     p.add_argument("--compile", action="store_true",
                    help="torch backend: torch.compile every stage (minutes of compilation first, then faster)")
 

@@ -56,10 +56,9 @@ def output_name(frame0: Path, t: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from dainrt.api import Interpolator, check_times, times_for_factor
     from dainrt.base.errors import OptionError
+    from dainrt.base.progress import progress_bar
     from dainrt.base.images import is_greyscale, read_image, to_dtype, write_image
     from dainrt.base.outputs import check_outputs
 
@@ -103,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     interp = Interpolator(args.weights, backend=choice.backend, device=args.device, **options)
     frames = interp.iter_interpolate(frame0, frame1, times)
-    bar = tqdm(times, desc="interpolating", unit="frame", disable=len(times) < 2 or not sys.stderr.isatty())
-    for path, t, frame in zip(paths, bar, frames):
+    bar = progress_bar(times, desc="interpolating", unit="frame")
+    for t, path, frame in zip(bar, paths, frames):     # the bar first: it ends (2/2) when zip asks again
         if grey:
             frame = frame.mean(axis=2)      # greyscale in, greyscale out (the model works in RGB)
         write_image(path, to_dtype(frame, out_dtype))
-        print(path)
+        bar.write(str(path), file=sys.stdout)        # stays clear of the bar on a terminal
     return 0

@@ -28,8 +28,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _hold_frames(text: str) -> int | str:
+    """--keep-holds: a whole number of 1 or more, or 'off'."""
+    if text == "off":
+        return "off"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number or 'off': {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (or 'off'), got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from dainrt.runtime.scenes import DEDUP_THRESHOLD, SCENE_THRESHOLD
+    from dainrt.runtime.preview import PREVIEW_SECONDS, PREVIEW_SIDE
+    from dainrt.runtime.timing import DEFAULT_KEEP_HOLDS
 
     from .engine_args import add_engine_arguments
 
@@ -59,6 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop held frames (stop-motion 'on twos') and interpolate through them at their proper times")
     p.add_argument("--dedup-threshold", type=A.float_range(0, 100), default=DEDUP_THRESHOLD, metavar="X",
                    help=f"a frame is held when no thumbnail pixel changes by more than X %% (default {DEDUP_THRESHOLD:g})")
+    p.add_argument("--keep-holds", type=_hold_frames, metavar="N",
+                   help=f"a picture held for more than N input frames stays a hold: nothing is invented during it, "
+                   f"the motion into and out of it is interpolated (implies --dedup; default {DEFAULT_KEEP_HOLDS} "
+                   "with --dedup; 'off': interpolate through every hold)")
+    p.add_argument("--cadence", type=A.int_range(1, 1000), default=1, metavar="K",
+                   help="a new picture every K output frames, at its exact time, held for K frames "
+                   "(--fps 60 --cadence 2: '30 on 60'; default 1: every frame new)")
+    p.add_argument("--shots", type=A.existing_file, metavar="FILE",
+                   help="per-shot settings: lines such as '0-2.5 cadence 4' or 'scene 2 off' "
+                   "(see README; --dry-run lists the scenes with their times)")
     p.add_argument("--scene-threshold", type=A.float_range(0, 100), default=SCENE_THRESHOLD, metavar="X",
                    help=f"scene-cut score threshold in %% of full scale (default {SCENE_THRESHOLD:g}; 0 turns detection off)")
     p.add_argument("--scene-mode", choices=("repeat", "crossfade"), default="repeat",
@@ -72,7 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-y", "--overwrite", action="store_true",
                    help="replace an existing OUTPUT / --report (never one of the inputs)")
     p.add_argument("--input-fps", type=_rate, metavar="RATE", help="frame rate of picture-sequence input (default 24)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="only the first N input frames (a quick preview)")
+    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="only the first N input frames")
+    p.add_argument("--preview", type=A.float_range(0, 3600, lo_open=True), nargs="?", const=PREVIEW_SECONDS, metavar="SECONDS",
+                   help=f"a quick look: the first SECONDS (default {PREVIEW_SECONDS:g}) at most {PREVIEW_SIDE} px wide, "
+                   "at the target rate, written as OUTPUT's name + .preview (minutes on a CPU)")
     p.add_argument("--segment-frames", type=_positive_int, metavar="N",
                    help="output frames per resumable segment (default: 10 seconds of output)")
     p.add_argument("--dry-run", action="store_true",
@@ -96,18 +124,22 @@ SIGTERM_EXIT = 128 + signal.SIGTERM      # 143, as a shell reports a process end
 def run(args: argparse.Namespace) -> int:
     from dainrt.runtime import RunOptions, run as run_film, summary_line
     from dainrt.runtime.pipeline import Interrupted
+    from dainrt.runtime.timing import DEFAULT_KEEP_HOLDS
 
     from .engine_args import engine_choice, planned_choice
 
     # A dry run loads no model: it plans with the choice a real run would make, unchecked.
     choice = planned_choice(args) if args.dry_run else engine_choice(args)
+    keep_holds = {None: DEFAULT_KEEP_HOLDS, "off": None}.get(args.keep_holds, args.keep_holds)
     opts = RunOptions(
         input=args.input, output=args.output, fps=args.fps, factor=args.factor,
         backend=choice.backend, backend_options=choice.options,
-        weights=args.weights, device=args.device, report=args.report, dedup=args.dedup,
+        weights=args.weights, device=args.device, report=args.report,
+        dedup=args.dedup or args.keep_holds is not None, keep_holds=keep_holds, cadence=args.cadence,
+        shots=str(args.shots) if args.shots else None,
         dedup_threshold=args.dedup_threshold, scene_threshold=args.scene_threshold, scene_mode=args.scene_mode,
         codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, resume=args.resume,
-        segment_frames=args.segment_frames, input_fps=args.input_fps, max_frames=args.max_frames,
+        segment_frames=args.segment_frames, input_fps=args.input_fps, max_frames=args.max_frames, preview=args.preview,
         dry_run=args.dry_run, progress=False if args.no_progress else None, overwrite=args.overwrite,
     )
     previous = signal.signal(signal.SIGTERM, _sigterm)
@@ -124,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(summary_line(result))
+    if result.get("dry_run"):                    # the scenes, as --shots numbers them
+        for shot in result["shots"]:
+            print(f"dainrt: scene {shot['scene']}: {shot['start']:.3f}-{shot['end']:.3f} s "
+                  f"(from input frame {shot['first_frame']})")
     if result.get("memory"):                     # --dry-run: the estimated peak memory of the real run
         print(f"dainrt: {result['memory']['line']}")
     sys.stdout.flush()

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not resuming and args.overwrite:
         (out / "log.jsonl").unlink(missing_ok=True)     # a new training starts a new log
-    metrics = train(cfg, resume=args.resume, log=lambda line: print(line, flush=True))
+    metrics = train(cfg, resume=args.resume, log=lambda line: print(line, flush=True), progress=True)
     if "val_depth_order" in metrics:
         print(f"last validation: depth order {100 * metrics['val_depth_order']:.1f} % of "
               f"{metrics['val_depth_pairs']:.0f} layer pairs; best.pth is the best by it")
