@@ -10,7 +10,9 @@ Configurations ("variants"), each skipped with a printed reason where it cannot 
 | `torch-triton`  | fp16      | CUDA only: the same with the Triton warp kernels (`engine/kernels`)      |
 | `torch-compile` | fp16      | CUDA only: torch fp16 with every stage through `torch.compile` (Inductor) |
 | `onnxruntime`   | fp32/fp16 | `create_backend("onnxruntime", precision=...)` where registered          |
+| `onnxruntime`   | int8      | the Q/DQ stages of `calibration` (a `dainrt calibrate` folder), if given |
 | `tensorrt`      | fp16      | `create_backend("tensorrt", precision="fp16")` where registered and CUDA |
+| `tensorrt`      | int8      | the same calibration's engines, where TensorRT runs                      |
 
 Measurements, per frame size:
 
@@ -115,8 +117,9 @@ class Variant:
 
 
 def plan_variants(model, device: torch.device, families: Sequence[str],
-                  threads: int | None = None) -> tuple[list[Variant], list[dict]]:
-    """The variants to run for `families` on `device`, and the skipped ones with reasons."""
+                  threads: int | None = None, calibration=None) -> tuple[list[Variant], list[dict]]:
+    """The variants to run for `families` on `device`, and the skipped ones with reasons.
+    `calibration`: a `dainrt calibrate` folder for `model`: adds the int8 rows."""
     from dainrt.engine import available_backends
     from dainrt.engine.torch_backend import TorchBackend
 
@@ -147,35 +150,40 @@ def plan_variants(model, device: torch.device, families: Sequence[str],
             skip("torch", "fp16", "autocast FP16 is measured on CUDA only (no fast FP16 convolutions on this CPU)")
             skip("torch-triton", "fp16", "the Triton warp kernels need a CUDA GPU")
             skip("torch-compile", "fp16", "torch.compile is measured on CUDA only")
-    for name, precisions in (("onnxruntime", ("fp32", "fp16")), ("tensorrt", ("fp16",))):
+    int8 = ("int8",) if calibration is not None else ()
+    for name, precisions in (("onnxruntime", ("fp32", "fp16", *int8)), ("tensorrt", ("fp16", *int8))):
         if name not in families:
             continue
         if name == "tensorrt" and not cuda:
-            skip(name, "fp16", "TensorRT needs a CUDA GPU")
+            for p in precisions:
+                skip(name, p, "TensorRT needs a CUDA GPU")
             continue
         if name not in registered:
             for p in precisions:
                 skip(name, p, f"no '{name}' backend is registered in dainrt.engine on this install")
             continue
         for p in precisions:
-            variants.append(Variant(name, p, lambda name=name, p=p: _create(name, model, device, p, threads)))
-        if name == "tensorrt":
-            skip(name, "int8/fp8", "needs calibration (calibration/), not available yet")
+            extra = {"calibration": calibration} if p == "int8" else {}
+            variants.append(Variant(name, p, lambda name=name, p=p, extra=extra:
+                                    _create(name, model, device, p, threads, **extra)))
+        if not int8:
+            skip(name, "int8", "needs a calibration folder: dainrt calibrate INPUT -o DIR, then --calibration DIR")
     return variants, skipped
 
 
-def _create(name: str, model, device: torch.device, precision: str, threads: int | None):
-    """create_backend with `precision`, and `threads` when given and the backend accepts it."""
+def _create(name: str, model, device: torch.device, precision: str, threads: int | None, **options):
+    """create_backend with `precision` and `options`, and `threads` when given and the backend
+    accepts it."""
     from dainrt.engine import create_backend
 
     if threads is None:
-        return create_backend(name, model, device, precision=precision)
+        return create_backend(name, model, device, precision=precision, **options)
     try:
-        return create_backend(name, model, device, precision=precision, threads=threads)
+        return create_backend(name, model, device, precision=precision, threads=threads, **options)
     except TypeError as err:                # the backend has no `threads` option
         if "threads" not in str(err):
             raise
-        return create_backend(name, model, device, precision=precision)
+        return create_backend(name, model, device, precision=precision, **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +245,7 @@ class BenchOptions:
     warmup: int | None = None
     pairs_dir: str | None = None
     threads: int | None = None
+    calibration: str | None = None     # a `dainrt calibrate` folder for these weights: int8 rows
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
@@ -312,7 +321,7 @@ def _bench(opts: BenchOptions) -> dict:
     model = model.to(device).eval()
     torch.set_grad_enabled(False)
     machine = rep.machine_info(device)
-    variants, skipped = plan_variants(model, device, families, opts.threads)
+    variants, skipped = plan_variants(model, device, families, opts.threads, opts.calibration)
     for s in skipped:
         log(f"skip {s['backend']} {s['precision']}: {s['reason']}")
     for e in memory_estimates(model.config, sizes, device, variants):

@@ -17,14 +17,15 @@ class Interpolator:
 
     `weights` is a checkpoint path (or None: `DAINRT_WEIGHTS`, the cache, the bundled model; see
     `dainrt.model.weights.resolve_weights`) or an already built `dainrt.model.DAIN`.
-    `backend`, `precision`, `kernels` and `compile` choose how it runs (`dainrt.engine.choice`:
-    None picks the fastest path of `device`); further `backend_options` go to the backend.
+    `backend`, `precision`, `kernels`, `compile` and `calibration` (a `dainrt calibrate` folder)
+    choose how it runs (`dainrt.engine.choice`: None picks the fastest path of `device`); further
+    `backend_options` go to the backend.
     `tile` ("auto", "off" or "WxH"; None: auto, silent while whole frames fit) and `tile_overlap`
     (pixels; None: from each pair's motion) cut large frames into tiles (`dainrt.engine.tiling`).
     """
 
     def __init__(self, weights=None, backend: str | None = None, device: str = "cpu", precision: str | None = None,
-                 kernels: str | None = None, compile: bool = False, tile: str | None = None,
+                 kernels: str | None = None, compile: bool = False, calibration=None, tile: str | None = None,
                  tile_overlap: int | None = None, **backend_options):
         from dainrt.engine import create_backend
         from dainrt.engine.backend import resolve_device
@@ -32,7 +33,7 @@ class Interpolator:
         from dainrt.engine.tiling import make_runner, parse_tile
         from dainrt.model import DAIN
 
-        self.choice = choose_engine(resolve_device(device), backend, precision, kernels, compile)
+        self.choice = choose_engine(resolve_device(device), backend, precision, kernels, compile, calibration)
         tiles = parse_tile(tile, tile_overlap)
         model = weights if isinstance(weights, DAIN) else _load(weights)
         self.backend = create_backend(self.choice.backend, model, device, **self.choice.options, **backend_options)

@@ -8,7 +8,7 @@ import sys
 
 from dainrt.base.errors import DainrtError, OptionError
 
-COMMANDS = ["interpolate", "weights", "train", "eval", "bench", "build_engine", "engines", "export", "run", "compare"]
+COMMANDS = ["interpolate", "weights", "train", "eval", "bench", "build_engine", "engines", "export", "calibrate", "run", "compare"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,8 @@ The user-facing choices map one to one onto backend options (docs/architecture.m
 | choice      | values                          | backends                     |
 |-------------|---------------------------------|------------------------------|
 | `backend`   | torch, onnxruntime, tensorrt    |                              |
-| `precision` | fp32, fp16                      | all three (warp is FP32 always) |
+| `precision` | fp32, fp16, int8                | all three (warp is FP32 always); int8: onnxruntime, tensorrt |
+| `calibration` | a `dainrt calibrate` folder   | onnxruntime, tensorrt (needed for int8) |
 | `kernels`   | reference, numba, triton        | torch (numba: CPU; Triton: CUDA) |
 | `compile`   | on/off                          | torch                        |
 
@@ -24,7 +25,11 @@ import torch
 from dainrt.base.errors import OptionError
 
 from .backend import BACKENDS
-from .torch_backend import KERNELS, PRECISIONS
+from .torch_backend import KERNELS
+from .torch_backend import PRECISIONS as TORCH_PRECISIONS
+
+PRECISIONS = (*TORCH_PRECISIONS, "int8")
+CALIBRATED = ("onnxruntime", "tensorrt")   # the backends that run a calibration folder
 # The default precision of the backends other than torch (whose default depends on the device).
 BACKEND_PRECISION = {"onnxruntime": "fp32", "tensorrt": "fp16"}
 
@@ -46,9 +51,10 @@ class EngineChoice:
 
 
 def choose_engine(device: torch.device, backend: str | None = None, precision: str | None = None,
-                  kernels: str | None = None, compile: bool = False) -> EngineChoice:
+                  kernels: str | None = None, compile: bool = False, calibration=None) -> EngineChoice:
     """The engine for `device` (a resolved torch.device): the user's choices where given, the
-    fastest available path for the rest. OptionError for a combination this machine cannot run."""
+    fastest available path for the rest. OptionError for a combination this machine cannot run.
+    `calibration`: a folder made by `dainrt calibrate`; its precision is the default precision."""
     if backend is not None and backend not in BACKENDS:
         raise OptionError("backend", f"{backend!r} is unknown; choose one of: {', '.join(sorted(BACKENDS))}")
     if precision is not None and precision not in PRECISIONS:
@@ -57,13 +63,26 @@ def choose_engine(device: torch.device, backend: str | None = None, precision: s
         raise OptionError("kernels", f"must be one of {', '.join(KERNELS)}, got {kernels!r}")
     cuda = device.type == "cuda"
     name = backend or "torch"
+    if calibration is not None and name not in CALIBRATED:
+        raise OptionError("calibration", f"applies to the {' and '.join(CALIBRATED)} backends only (not {name})")
+    if precision == "int8" and name not in CALIBRATED:
+        raise OptionError("precision", f"int8 runs on the {' and '.join(CALIBRATED)} backends, with --calibration DIR")
     if name != "torch":
         for option, given in (("kernels", kernels is not None), ("compile", compile)):
             if given:
                 raise OptionError(option, f"applies to the torch backend only (not {name})")
         _check_backend_here(name, device)
-        return EngineChoice(name, {"precision": precision or BACKEND_PRECISION[name]},
-                            picked=precision is None and cuda)
+        if calibration is not None and precision is None:
+            from dainrt.export import read_manifest
+
+            precision = (read_manifest(calibration) or {}).get("precision")
+        if precision == "int8" and calibration is None:
+            raise OptionError("calibration", "is needed for int8: make one with `dainrt calibrate INPUT -o DIR`, "
+                                             "then pass --calibration DIR")
+        options = {"precision": precision or BACKEND_PRECISION[name]}
+        if calibration is not None:
+            options["calibration"] = calibration
+        return EngineChoice(name, options, picked=precision is None and cuda)
     triton_here = importlib.util.find_spec("triton") is not None
     if not cuda:
         if precision == "fp16":

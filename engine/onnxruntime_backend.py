@@ -39,6 +39,17 @@ def _import_ort():
     return onnxruntime
 
 
+def _cpu_form(onnx_bytes: bytes) -> bytes:
+    """An INT8 Q/DQ graph in the spelling ONNX Runtime's CPU provider fuses fully (uint8
+    activations, zero point 128; the same numbers: dainrt.export.qdq); others unchanged."""
+    import onnx
+
+    from dainrt.export.qdq import activations_to_uint8, has_int8_activations
+
+    model = onnx.ModelProto.FromString(onnx_bytes)
+    return activations_to_uint8(model).SerializeToString() if has_int8_activations(model) else onnx_bytes
+
+
 _SYM = re.compile(r"^(?:(\d+)\*)?([A-Za-z_]\w*)$")
 
 
@@ -65,7 +76,11 @@ class OnnxRuntimeBackend:
         model: a `dainrt.model.DAIN` (its weights are exported; it is not run).
         device: torch.device the inputs and outputs live on (cpu, or cuda with onnxruntime-gpu).
         onnx_dir: folder of an export to use (or to export into if empty); None: the cache.
-        precision: "fp32" or "fp16" (frame, pair and rectify in mixed FP16; warp FP32).
+        precision: "fp32" or "fp16" (frame, pair and rectify in mixed FP16; warp FP32), or "int8"
+            (Q/DQ stages of a calibration; needs `calibration`).
+        calibration: folder made by `dainrt calibrate` (dainrt.export.calibrated): its ONNX files
+            are run instead of the export; refused in one line when made for other weights, another
+            dainrt version or another precision.
         providers: see the module docstring.
         threads: ONNX Runtime intra-op threads (None: its default, all cores).
         progress: callable(str) for export messages (default: one line each on stderr).
@@ -74,16 +89,26 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model, device: torch.device = torch.device("cpu"), onnx_dir=None, precision: str = "fp32",
-                 providers=None, threads: int | None = None, progress=_say):
+                 providers=None, threads: int | None = None, progress=_say, calibration=None):
         from dainrt.model.checkpoint import fingerprint
         from dainrt.export import ensure_exported
+        from dainrt.export.calibrated import load_calibration
 
         self.device = torch.device(device)
         self.ort = _import_ort()
         self.precision = precision
         self.checkpoint_sha256 = fingerprint(model.state_dict())[0]
-        self.onnx_dir, self.manifest = ensure_exported(
-            model, onnx_dir, precision, checkpoint_sha256=self.checkpoint_sha256, progress=progress)
+        if calibration is not None:
+            if onnx_dir is not None:
+                raise OptionError("onnx_dir", "cannot be combined with a calibration (its folder holds the ONNX files)")
+            cal = load_calibration(calibration, self.checkpoint_sha256, precision)
+            self.onnx_dir, self.manifest = cal.directory, cal.manifest
+        elif precision == "int8":
+            raise OptionError("calibration", "is needed for int8: make one with `dainrt calibrate INPUT -o DIR`, "
+                                             "then pass --calibration DIR")
+        else:
+            self.onnx_dir, self.manifest = ensure_exported(
+                model, onnx_dir, precision, checkpoint_sha256=self.checkpoint_sha256, progress=progress)
         self.providers = self._providers(providers)
         self.threads = threads
         self._sessions: dict = {}
@@ -133,17 +158,35 @@ class OnnxRuntimeBackend:
             entry = self.manifest["stages"].get(stage)
             if entry is None:
                 raise DainrtError(f"unknown stage {stage!r}")
-            options = self.ort.SessionOptions()
-            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if self.threads:
-                options.intra_op_num_threads = int(self.threads)
-            try:
-                self._sessions[stage] = self.ort.InferenceSession(
-                    str(Path(self.onnx_dir) / entry["file"]), options, providers=self.providers)
-            except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise DainrtError(f"ONNX Runtime cannot load {entry['file']} from {self.onnx_dir}: {first[:300]}") from None
+            path = Path(self.onnx_dir) / entry["file"]
+            source = self._form(path.read_bytes()) if entry.get("precision") == "int8" else str(path)
+            self._sessions[stage] = self._new_session(source, f"{entry['file']} from {self.onnx_dir}")
         return self._sessions[stage]
+
+    def use_graph(self, stage: str, onnx_bytes: bytes | None) -> None:
+        """Run `stage` from a serialized ONNX graph with the same inputs and outputs instead of its
+        file (a trial variant during calibration); None goes back to the file."""
+        self._sessions.pop(stage, None)
+        if onnx_bytes is not None:
+            self._sessions[stage] = self._new_session(self._form(onnx_bytes), f"a trial {stage} graph")
+
+    def _form(self, onnx_bytes: bytes) -> bytes:
+        """INT8 graphs in the CPU provider's fast spelling when the CPU provider runs them; the
+        TensorRT provider reads the stored (TensorRT) spelling."""
+        first = self.providers[0]
+        return _cpu_form(onnx_bytes) if (first[0] if isinstance(first, tuple) else first) == "CPUExecutionProvider" \
+            else onnx_bytes
+
+    def _new_session(self, source: str | bytes, what: str):
+        options = self.ort.SessionOptions()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = int(self.threads)
+        try:
+            return self.ort.InferenceSession(source, options, providers=self.providers)
+        except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DainrtError(f"ONNX Runtime cannot load {what}: {first[:300]}") from None
 
     # -- running -------------------------------------------------------------------------------
 

@@ -244,7 +244,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build_manifest(protos: dict, blobs: dict[str, bytes], checkpoint_sha256: str, config, precision: str) -> dict:
+def build_manifest(protos: dict, blobs: dict[str, bytes], checkpoint_sha256: str, config, precision: str,
+                   stage_precisions: dict[str, str] | None = None) -> dict:
+    """The manifest of an export; `stage_precisions` (stage -> label) overrides `stage_precision`
+    for files made elsewhere (a calibration's int8 stages)."""
     import onnx
     import onnxscript
 
@@ -258,7 +261,7 @@ def build_manifest(protos: dict, blobs: dict[str, bytes], checkpoint_sha256: str
             "file": file_name(stage),
             "sha256": _sha256(blobs[stage]),
             "bytes": len(blobs[stage]),
-            "precision": stage_precision(stage, precision),
+            "precision": (stage_precisions or {}).get(stage) or stage_precision(stage, precision),
             "inputs": _value_info(proto.graph.input),
             "outputs": _value_info(proto.graph.output),
             "custom_ops": sorted({f"{n.domain}::{n.op_type}" for n in proto.graph.node if n.domain == DOMAIN}),
@@ -391,15 +394,30 @@ def export_stages(model, out_dir: str | os.PathLike, precision: str = "fp32", *,
         from .fp16 import convert_to_fp16
 
         protos = {s: (convert_to_fp16(p) if stage_precision(s, precision) == "fp16" else p) for s, p in protos.items()}
+    return write_stages(out, protos, checkpoint_sha256, model.config, precision, progress=progress)
+
+
+def write_stages(out: Path, protos: dict, checkpoint_sha256: str, config, precision: str,
+                 stage_precisions: dict[str, str] | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Annotate, check (full `onnx.checker`) and write finished stage protos and their manifest
+    into the writable folder `out` (atomically, manifest last); returns the manifest.
+    `stage_precisions` labels stages whose precision `stage_precision` does not know (int8)."""
+    import onnx
+
+    from dainrt.model import STAGE_NAMES
+
+    stages = [s for s in STAGE_NAMES if s in protos]
+    labels = {s: (stage_precisions or {}).get(s) or stage_precision(s, precision) for s in stages}
     blobs = {}
     for stage in stages:
         proto = protos[stage]
         if progress:
             progress(f"checking {stage}")
-        _annotate(proto, stage, checkpoint_sha256, stage_precision(stage, precision))
+        _annotate(proto, stage, checkpoint_sha256, labels[stage])
         onnx.checker.check_model(proto, full_check=True)
         blobs[stage] = proto.SerializeToString(deterministic=True)
-    manifest = build_manifest(protos, blobs, checkpoint_sha256, model.config, precision)
+    manifest = build_manifest(protos, blobs, checkpoint_sha256, config, precision, labels)
     try:
         (out / MANIFEST).unlink(missing_ok=True)  # the directory is incomplete from here on
         for stage in stages:

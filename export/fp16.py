@@ -57,8 +57,15 @@ def _float_initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in graph.initializer if t.data_type == _F32}
 
 
-def fp16_nodes(model: onnx.ModelProto) -> list[bool]:
-    """For each node of the (topologically sorted) graph: True if the pass runs it in FP16."""
+def heavy_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the graph's convolutions, in graph order: the layers the pass may run in FP16."""
+    return [n.name for n in model.graph.node if n.op_type in HEAVY and n.domain in ("", "ai.onnx")]
+
+
+def fp16_nodes(model: onnx.ModelProto, keep_fp32=frozenset()) -> list[bool]:
+    """For each node of the (topologically sorted) graph: True if the pass runs it in FP16.
+    `keep_fp32`: names of convolutions kept in FP32 (measured FP32 islands, dainrt.calibration);
+    the ops that follow them then stay FP32 by rules 2 and 4."""
     graph = model.graph
     inits = _float_initializers(graph)
     producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
@@ -68,7 +75,7 @@ def fp16_nodes(model: onnx.ModelProto) -> list[bool]:
             continue
         ins = [node.input[j] for j in _data_inputs(node)]
         if node.op_type in HEAVY:
-            half[i] = True  # an FP32 data input gets a Cast in front of the conv
+            half[i] = node.name not in keep_fp32  # an FP32 data input gets a Cast in front of the conv
         elif node.op_type in FOLLOW and ins:
             from_half = [t in producer and half[producer[t]] for t in ins]
             from_init = [t in inits for t in ins]
@@ -86,11 +93,12 @@ def fp16_nodes(model: onnx.ModelProto) -> list[bool]:
     return half
 
 
-def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A mixed FP16/FP32 copy of `model` (see the module docstring). `model` is not changed."""
+def convert_to_fp16(model: onnx.ModelProto, keep_fp32=frozenset()) -> onnx.ModelProto:
+    """A mixed FP16/FP32 copy of `model` (see the module docstring), with the convolutions named
+    in `keep_fp32` left in FP32. `model` is not changed."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    half = fp16_nodes(model)
+    half = fp16_nodes(model, frozenset(keep_fp32))
     inits = _float_initializers(graph)
     producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
     outputs = {o.name for o in graph.output}

@@ -103,7 +103,7 @@ def test_bench_json_has_every_field(bench_json, capsys):
     ran = {(row["backend"], row["precision"]) for row in r["results"]}
     assert ran == {("baseline", "fp32"), ("torch", "fp32"), ("torch-numba", "fp32"), ("onnxruntime", "fp32"),
                    ("onnxruntime", "fp16")}
-    assert {("torch", "fp16"), ("torch-triton", "fp16"), ("torch-compile", "fp16")} <= {
+    assert {("torch", "fp16"), ("torch-triton", "fp16"), ("torch-compile", "fp16"), ("onnxruntime", "int8")} <= {
         (s["backend"], s["precision"]) for s in r["skipped"]}
     # PSNR of the reduced-precision variant on each Middlebury pair, cropped to the bench size.
     acc = r["accuracy"]

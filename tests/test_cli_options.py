@@ -37,6 +37,9 @@ KINDS = {
     ("build-engine", "weights"): "in_file", ("build-engine", "size"): "text", ("build-engine", "precision"): "text",
     ("build-engine", "stages"): "text", ("build-engine", "device"): "text",
     ("run", "tile"): "text", ("interpolate", "tile"): "text", ("eval", "tile"): "text", ("build-engine", "tile"): "text",
+    ("calibrate", "output"): "out_folder", ("calibrate", "weights"): "in_file", ("calibrate", "precision"): "text",
+    ("interpolate", "calibration"): "in_folder", ("run", "calibration"): "in_folder", ("eval", "calibration"): "in_folder",
+    ("bench", "calibration"): "in_folder", ("build-engine", "calibration"): "in_folder",
 }
 NUMERIC_TYPES = ("int", "float", "_rate", "_positive_int", "_number", "int_range.", "float_range.")
 
@@ -107,6 +110,7 @@ def _base(command: str, w: Path, work: Path, testing) -> list[str]:
         "weights download": ["--url", "http://127.0.0.1:9/best.pth", "--sha256", "a" * 64, "-o", str(work / "w.pth")],
         "weights init": ["-o", str(work / "w.pth"), "--width", "0.25"],
         "build-engine": [],
+        "calibrate": [str(w / "clip.mkv"), "-o", str(work / "cal")],
         "weights verify": [str(w / "afile")],
     }[command]
     if command == "run" and testing.dest not in ("fps", "factor"):
@@ -176,4 +180,4 @@ def test_every_option_refuses_bad_values_in_one_line(command, flag, world, tmp_p
 def test_the_walk_sees_every_subcommand():
     names = {c for c, _ in _commands(cli.build_parser())}
     assert {"interpolate", "run", "compare", "eval", "export", "bench", "train", "weights download",
-            "weights init", "weights verify", "build-engine", "engines list", "engines clear"} <= names
+            "weights init", "weights verify", "build-engine", "engines list", "engines clear", "calibrate"} <= names

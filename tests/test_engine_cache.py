@@ -37,12 +37,12 @@ def cache(tmp_path):
 def test_key_fields():
     assert [f.name for f in dataclasses.fields(EngineKey)] == [
         "gpu_name", "compute_capability", "tensorrt_version", "plugin_version", "stage", "precision",
-        "profile", "optimization_level", "workspace", "onnx_sha256",
+        "profile", "optimization_level", "workspace", "onnx_sha256", "calibration",
     ]
     assert KEY.digest() == EngineKey(**KEY.as_dict()).digest()  # stable
     assert KEY.basename.startswith("warp-fp32-") and len(KEY.basename) == len("warp-fp32-") + 16
     with pytest.raises(ValueError):
-        dataclasses.replace(KEY, precision="int8")
+        dataclasses.replace(KEY, precision="fp8")
     with pytest.raises(ValueError):
         dataclasses.replace(KEY, gpu_name="")
 
@@ -67,6 +67,7 @@ _CHANGES = {
     "optimization_level": "5",          # `build-engine --opt-level 5` must not reuse a level-3 engine
     "workspace": "2048MiB",
     "onnx_sha256": "cd" * 32,
+    "calibration": "ef" * 32,           # another `dainrt calibrate` folder: another engine
 }
 
 

@@ -50,7 +50,9 @@ def test_cuda_default_is_the_fastest_torch_path_and_says_so():
     (CPU, dict(backend="onnxruntime", kernels="reference"), "kernels", "torch backend only"),
     (CPU, dict(backend="onnxruntime", compile=True), "compile", "torch backend only"),
     (CPU, dict(backend="bogus"), "backend", "unknown"),
-    (CPU, dict(precision="int8"), "precision", "fp32, fp16"),
+    (CPU, dict(precision="fp8"), "precision", "fp32, fp16, int8"),
+    (CPU, dict(precision="int8"), "precision", "with --calibration DIR"),
+    (CPU, dict(backend="onnxruntime", precision="int8"), "calibration", "dainrt calibrate"),
     (CPU, dict(kernels="cuda"), "kernels", "reference, numba, triton"),
     (CUDA, dict(backend="onnxruntime"), "backend", "onnxruntime-gpu"),
 ])

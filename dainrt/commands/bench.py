@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "fresh process; what cannot fit is a row. Slow: minutes per row on a CPU, 4K rows far longer")
     p.add_argument("--memory-budget", type=A.float_range(100), default=6000, metavar="MB",
                    help="with --memory: DAINRT_MEMORY_BUDGET_MB for the runs, which --tile auto plans for (default 6000)")
+    p.add_argument("--calibration", type=A.existing_folder, metavar="DIR",
+                   help="a `dainrt calibrate` folder made for --weights: adds the int8 rows (onnxruntime; tensorrt on a GPU)")
     p.add_argument("--pairs", type=A.existing_folder, metavar="DIR", help="Middlebury folder for the PSNR column (default: tests/data/middlebury)")
     p.set_defaults(func=run)
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     report = bench(BenchOptions(
         device=args.device, sizes=args.sizes, factors=args.factors or (2, 4), backends=args.backends,
         weights=args.weights, width=args.width, runs=args.runs, warmup=args.warmup, pairs_dir=args.pairs,
-        threads=args.threads,
+        threads=args.threads, calibration=args.calibration,
     ))
     print(format_table(report))
     if args.json:

@@ -44,8 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(auto: as this GPU's free memory allows; default off: whole frames)")
     p.add_argument("--padded", action="store_true",
                    help="the --size values are padded frame sizes (as error messages print them), not picture sizes")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
-                   help="fp16 (default; warp stays fp32) or fp32 everywhere")
+    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
+                   help="fp16 (default; warp stays fp32), fp32 everywhere, or int8 (needs --calibration)")
+    p.add_argument("--calibration", type=A.existing_folder, default=None, metavar="DIR",
+                   help="build from the ONNX files of a `dainrt calibrate` folder (int8 Q/DQ, or fp16 with measured "
+                   "FP32 islands); its hash is part of every engine's cache key")
     p.add_argument("--dynamic", action="store_true",
                    help="one engine per stage with a min/opt/max shape profile instead of static shapes "
                    "(slower, but serves any size in the range; with one --size the range starts at 256x256)")
@@ -78,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError("device", f"{args.device!r} is not a device (cuda or cuda:N)") from None
     if device.type != "cuda":
         raise OptionError("device", f"must be a CUDA device (cuda or cuda:N) for TensorRT engines, got {args.device!r}")
+    if args.precision == "int8" and args.calibration is None:
+        raise OptionError("calibration", "is needed for --precision int8: make one with `dainrt calibrate INPUT -o DIR`")
     require_tensorrt("dainrt build-engine", plugins=not args.no_plugins)
 
     from dainrt.base.sizes import parse_size
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = BuildSettings(optimization_level=args.opt_level, workspace_mib=args.workspace_mib,
                              plugins=not args.no_plugins, verbose=args.verbose)
-    builder = EngineBuilder(model, args.precision, settings=settings, device=args.device)
+    builder = EngineBuilder(model, args.precision, settings=settings, device=args.device, calibration=args.calibration)
     start = time.perf_counter()
     bar = progress_bar(total=len(profiles) * len(stages), desc="building engines", unit="engine")
     for profile in profiles:

@@ -10,14 +10,17 @@ from . import _args as A
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """--backend, --device, --precision, --kernels, --compile (see dainrt.engine.choice)."""
+    """--backend, --device, --precision, --calibration, --kernels, --compile (see dainrt.engine.choice)."""
     # Values are checked by dainrt.engine.choice, which names the problem in one line.
     p.add_argument("--backend", type=A.text, default=None, metavar="NAME",
                    help="torch (default), onnxruntime, or tensorrt (NVIDIA GPU with TensorRT)")
     p.add_argument("--device", type=A.text, default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--precision", type=A.text, default=None, metavar="fp32|fp16",
+    p.add_argument("--precision", type=A.text, default=None, metavar="fp32|fp16|int8",
                    help="fp16: frame, pair and rectify in FP16, warp always FP32 (default: fp16 on CUDA, fp32 on the CPU; "
-                   "torch fp16 needs CUDA)")
+                   "torch fp16 needs CUDA); int8: onnxruntime or tensorrt with --calibration")
+    p.add_argument("--calibration", type=A.existing_folder, default=None, metavar="DIR",
+                   help="onnxruntime/tensorrt: run the stages of a `dainrt calibrate` folder (int8, or fp16 with "
+                   "measured FP32 islands); refused if made for other weights or another dainrt")
     p.add_argument("--kernels", type=A.text, default=None, metavar="reference|numba|triton",
                    help="torch backend: the warping layers as vectorised PyTorch ops (reference), the compiled CPU "
                    "warp (numba; the CPU default) or Triton kernels (CUDA; default there when triton is installed)")
@@ -55,7 +58,7 @@ def engine_choice(args: argparse.Namespace):
     from dainrt.engine.choice import choose_engine
 
     device = resolve_device(args.device)
-    choice = choose_engine(device, args.backend, args.precision, args.kernels, args.compile)
+    choice = choose_engine(device, args.backend, args.precision, args.kernels, args.compile, args.calibration)
     if choice.picked:
         print(f"dainrt: on {device}: {choice.describe()} (the fastest path here; --backend, --precision, "
               f"--kernels choose another)", file=sys.stderr)
@@ -75,8 +78,11 @@ def planned_choice(args: argparse.Namespace):
     except RuntimeError as err:
         raise OptionError("device", f"{args.device!r} is not a device: {err}") from None
     if args.backend in (None, "torch"):
-        return choose_engine(device, "torch", args.precision, args.kernels, args.compile)
+        return choose_engine(device, "torch", args.precision, args.kernels, args.compile, args.calibration)
     if args.backend not in BACKEND_PRECISION:
         raise OptionError("backend", f"{args.backend!r} is unknown; choose one of: torch, "
                                      f"{', '.join(sorted(BACKEND_PRECISION))}")
-    return EngineChoice(args.backend, {"precision": args.precision or BACKEND_PRECISION[args.backend]})
+    options = {"precision": args.precision or BACKEND_PRECISION[args.backend]}
+    if args.calibration is not None:
+        options["calibration"] = args.calibration
+    return EngineChoice(args.backend, options)

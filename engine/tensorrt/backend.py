@@ -106,7 +106,8 @@ class _StageEngine:
 class TensorRTBackend:
     """Backend `tensorrt`: `run(stage, inputs)` on torch CUDA tensors through TensorRT engines.
 
-    Options: precision fp16|fp32 (warp is always FP32), build (build missing engines on first
+    Options: precision fp16|fp32|int8 (warp is always FP32), calibration (a `dainrt calibrate`
+    folder to build from; needed for int8), build (build missing engines on first
     use; else a one-line error naming `dainrt build-engine ...`), dynamic (a ShapeProfile, or
     True for `profile_for_sizes` of the first shape seen, instead of a static engine per
     shape), cuda_graph (capture warp + rectify for `warp_rectify`), plugins, opt_level,
@@ -118,7 +119,7 @@ class TensorRTBackend:
     def __init__(self, model, device: torch.device, precision: str = "fp16", build: bool = True,
                  dynamic: bool | ShapeProfile = False, cuda_graph: bool = False, plugins: bool = True,
                  opt_level: int = 3, workspace_mib: int | None = None, cache: EngineCache | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, calibration=None):
         require_tensorrt("the tensorrt backend", plugins=plugins)
         device = torch.device(device)
         if device.type != "cuda":
@@ -135,7 +136,8 @@ class TensorRTBackend:
         self.cuda_graph = cuda_graph
         self.settings = BuildSettings(optimization_level=opt_level, workspace_mib=workspace_mib, plugins=plugins,
                                       verbose=verbose)
-        self.builder = EngineBuilder(model, precision, cache=cache, settings=self.settings, device=device)
+        self.builder = EngineBuilder(model, precision, cache=cache, settings=self.settings, device=device,
+                                     calibration=calibration)
         self._logger = trt.Logger(trt.Logger.WARNING)
         if hasattr(trt, "init_libnvinfer_plugins"):
             trt.init_libnvinfer_plugins(self._logger, "")

@@ -275,35 +275,57 @@ def _fail(cache: EngineCache, stage: str, lines: list[str], message: str):
 
 # ------------------------------------------------------------------------------- manager
 
-def build_command(profile: ShapeProfile, precision: str) -> str:
+def build_command(profile: ShapeProfile, precision: str, calibration=None) -> str:
     """The `dainrt build-engine` command line that builds engines for `profile` (its sizes are
-    padded sizes, hence --padded)."""
+    padded sizes, hence --padded) from the export, or from a calibration folder."""
     size = lambda s: f"{s[2]}x{s[1]}"  # noqa: E731
+    source = f" --calibration {calibration}" if calibration is not None else ""
     if profile.is_static:
-        return f"dainrt build-engine --size {size(profile.opt)} --padded --precision {precision}"
+        return f"dainrt build-engine --size {size(profile.opt)} --padded --precision {precision}{source}"
     sizes = " ".join(f"--size {size(s)}" for s in (profile.opt, profile.min, profile.max))
-    return f"dainrt build-engine {sizes} --padded --precision {precision} --dynamic"
+    return f"dainrt build-engine {sizes} --padded --precision {precision}{source} --dynamic"
 
 
 class EngineBuilder:
-    """Get-or-build the engines of one model: keys, cache, export, build."""
+    """Get-or-build the engines of one model: keys, cache, export, build.
+
+    `calibration`: a `dainrt calibrate` folder (dainrt.export.calibrated) to build from instead of
+    the export (needed for int8; its precision must be `precision`); its digest is in every key."""
 
     def __init__(self, model, precision: str = "fp16", cache: EngineCache | None = None,
-                 settings: BuildSettings | None = None, device=None, say: Say = _say_stderr):
+                 settings: BuildSettings | None = None, device=None, say: Say = _say_stderr, calibration=None,
+                 identity: GpuIdentity | None = None):
+        from dainrt.export.calibrated import load_calibration
         from dainrt.model.checkpoint import fingerprint
 
-        check_precision(precision)
+        self.fingerprint = fingerprint(model.state_dict())[0]
+        self.calibration = None
+        if calibration is not None:
+            self.calibration = load_calibration(calibration, self.fingerprint, precision)
+        elif precision == "int8":
+            raise OptionError("calibration", "is needed for int8 engines: make one with `dainrt calibrate INPUT -o DIR`, "
+                                             "then pass --calibration DIR")
+        else:
+            check_precision(precision)
         self.model = model
         self.precision = precision
         self.cache = cache or EngineCache()
         self.settings = settings or BuildSettings()
         self.say = say
-        self.identity = GpuIdentity.current(device)
-        self.fingerprint = fingerprint(model.state_dict())[0]
+        self.identity = identity or GpuIdentity.current(device)
         self._onnx: dict[str, dict[str, Path]] = {}
 
+    def stage_precision(self, stage: str) -> str:
+        """The precision `stage` is built in: the calibration's label for it, else the export's rule."""
+        if self.calibration is not None:
+            return self.calibration.manifest["stages"][stage]["precision"]
+        return stage_precision(stage, self.precision)
+
     def onnx_files(self, precision: str) -> dict[str, Path]:
-        """stage -> ONNX file of the model's export in `precision`, from the export cache."""
+        """stage -> ONNX file of the model's export in `precision`, from the export cache (or the
+        calibration folder's files, whatever `precision`)."""
+        if self.calibration is not None:
+            return stage_files(self.calibration.directory, self.calibration.manifest)
         if precision not in self._onnx:
             directory, manifest = ensure_exported(self.model, None, precision, checkpoint_sha256=self.fingerprint,
                                                   progress=self.say)
@@ -313,7 +335,7 @@ class EngineBuilder:
     def key(self, stage: str, profile: ShapeProfile) -> EngineKey:
         from .plugins import plugin_version
 
-        precision = stage_precision(stage, self.precision)
+        precision = self.stage_precision(stage)
         onnx_path = self.onnx_files(precision)[stage]
         uses_plugins = stage == "warp" and self.settings.plugins
         return EngineKey(
@@ -327,6 +349,7 @@ class EngineBuilder:
             optimization_level=str(int(self.settings.optimization_level)),
             workspace=self.settings.workspace,
             onnx_sha256=sha256_file(onnx_path),
+            calibration=self.calibration.digest if self.calibration is not None else "none",
         )
 
     def ensure(self, stage: str, profile: ShapeProfile, build: bool = True, force: bool = False) -> tuple[EngineKey, bytes]:
@@ -340,8 +363,8 @@ class EngineBuilder:
         if not build:
             why = self.cache.check(key) or "missing"
             raise DainrtError(f"no usable TensorRT {stage} engine for {profile.describe()} ({why}); run "
-                              f"`{build_command(profile, self.precision)}`")
-        onnx_path = self.onnx_files(stage_precision(stage, self.precision))[stage]
+                              f"`{build_command(profile, self.precision, self.calibration and self.calibration.directory)}`")
+        onnx_path = self.onnx_files(self.stage_precision(stage))[stage]
         result = build_engine(onnx_path, stage, profile, self.settings, self.cache, self.identity, self.say)
         self.cache.store(key, result.engine, result.seconds)
         return key, result.engine

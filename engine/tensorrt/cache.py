@@ -31,7 +31,8 @@ from dainrt.base.files import atomic_write, sha256_file
 from dainrt.base.paths import cache_dir
 from dainrt.export import PRECISIONS
 
-RECORD_FORMAT = "dainrt-engine-2"
+RECORD_FORMAT = "dainrt-engine-3"
+KEY_PRECISIONS = (*PRECISIONS, "int8")   # int8: the Q/DQ stages of a calibration
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,16 @@ class EngineKey:
     tensorrt_version: str    # tensorrt.__version__
     plugin_version: str      # dainrt.engine.tensorrt.plugins.plugin_version()
     stage: str               # frame | pair | warp | rectify
-    precision: str           # fp16 | fp32
+    precision: str           # fp16 | fp32 | int8 (the stage's own: fp32 for warp)
     profile: str             # ShapeProfile.tag()
     optimization_level: str  # builder optimisation level, "0".."5"
     workspace: str           # workspace memory limit: "default" (TensorRT's) or "<N>MiB"
     onnx_sha256: str         # SHA-256 of the ONNX file the engine is built from
+    calibration: str = "none"  # digest of the calibration folder the ONNX comes from (export.calibrated), or none
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in KEY_PRECISIONS:
+            raise ValueError(f"precision must be one of {KEY_PRECISIONS}, got {self.precision!r}")
         for f in fields(self):
             if not isinstance(getattr(self, f.name), str) or not getattr(self, f.name):
                 raise ValueError(f"engine key field {f.name} must be a non-empty string")
