@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 
 from dainrt.base.errors import DainrtError, OptionError
+from dainrt.base.progress import progress_bar
 
 from .samples import sample
 from .trials import Trials
@@ -45,12 +46,6 @@ GATE_DB = 0.3
 PAYS = 0.9            # int8 frame/pair: quantized only if it runs in <= 90 % of the FP32 time
 SPEED_RUNS = 3
 FORMAT = "dainrt-calibration-1"
-
-
-def _progress_bar(total: int, what: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=what, unit="trial", disable=not sys.stderr.isatty(), leave=False)
 
 
 def _stage_time(trials: Trials, stage: str, graph: bytes | None) -> float:
@@ -77,7 +72,7 @@ def search_stage(trials: Trials, stage: str, proto: onnx.ModelProto, precision: 
     unit_nodes = units(proto, stage)
     base = trials.baseline.psnr_db
     rows = []
-    bar = _progress_bar(len(unit_nodes), f"{stage} sensitivity")
+    bar = progress_bar(total=len(unit_nodes), desc=f"{stage} sensitivity", unit="trial")
     for label, nodes in unit_nodes.items():
         s = trials.score({stage: maker.make(nodes).SerializeToString()})
         rows.append({"unit": label, "convs": len(nodes), "drop_db": base - s.psnr_db, "psnr_vs_fp32_db": s.vs_fp32_db})
