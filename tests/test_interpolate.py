@@ -41,7 +41,7 @@ def test_api_equals_runner_and_accepts_float_input(small_model):
     a = interp.interpolate(f0, f1, [0.5])[0]
     b = interp.interpolate(f0.astype(np.float32) / 255.0, f1.astype(np.float32) / 255.0, [0.5])[0]
     np.testing.assert_array_equal(a, b)                            # uint8 and float [0,1] are the same input
-    runner = Runner(create_backend("torch", small_model))
+    runner = Runner(create_backend("torch", small_model, **interp.choice.options))   # the engine the API chose
     (ref,) = runner.interpolate("a", to_tensor(f0), "b", to_tensor(f1), [0.5])
     np.testing.assert_array_equal(a, ref.clamp(0, 1).permute(1, 2, 0).numpy())
     assert a.shape == (380, 420, 3)

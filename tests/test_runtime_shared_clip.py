@@ -20,6 +20,7 @@ import torch
 from dainrt.model.checkpoint import load_model
 from dainrt.cli import main
 from dainrt.engine import Runner, create_backend
+from dainrt.engine.choice import choose_engine
 from dainrt.runtime.transfer import to_tensor
 
 CLIP = Path(__file__).parent / "data" / "video" / "big_buck_bunny_11s-21s_scenecuts.mkv"
@@ -137,7 +138,8 @@ def test_shared_clip_across_the_first_cut_with_the_model(tmp_path, small_ckpt):
     assert len(got) == 20                                          # 8/24 s at 60 fps
     assert got_ms == [round(500 + k * 1000 / 60) for k in range(20)]   # starts at 0.5 s like the input
     # the expected film, computed here: copies, the repeat across the cut, interpolations
-    runner = Runner(create_backend("torch", load_model(small_ckpt)))
+    choice = choose_engine(torch.device("cpu"))                   # the engine the run chose
+    runner = Runner(create_backend(choice.backend, load_model(small_ckpt), **choice.options))
     for k, image in enumerate(got):
         pos = F(k * 24, 60)                                        # position in input frames
         i, t = int(pos), pos - int(pos)
