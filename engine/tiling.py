@@ -230,6 +230,11 @@ def plan_cost(plan: TilePlan) -> float:
 
 
 def _rss_bytes() -> int:
+    """Resident bytes of live data: freed memory the allocator keeps for reuse
+    (`host_memory.reuse_freed_memory`) is given back first, so it does not count as spent."""
+    from .host_memory import HeapTrimmer
+
+    HeapTrimmer(every=0.0)()
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

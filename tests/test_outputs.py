@@ -296,7 +296,7 @@ def test_15_full_disk_before_the_first_segment_does_not_suggest_resume(work, sma
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))     # headers fit, the first segment does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))     # headers and state fit, the first segment does not
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "dainrt", "run", str(src), "-o", str(folder / "f.mkv"),
                            "--weights", str(small_ckpt), *QUICK], env=env, capture_output=True, text=True,
