@@ -33,12 +33,9 @@ def _hold_frames(text: str) -> int | str:
     if text == "off":
         return "off"
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number or 'off': {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more (or 'off'), got {value}")
-    return value
+        return _positive_int(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (or 'off')") from None
 
 
 def _cluster(text: str) -> str:
