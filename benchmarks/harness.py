@@ -132,20 +132,23 @@ def plan_variants(model, device: torch.device, families: Sequence[str],
     cuda = device.type == "cuda"
     registered = set(available_backends())
     if "torch" in families:
-        variants.append(Variant("torch", "fp32", lambda: TorchBackend(model, device)))
+        # The PyTorch baseline: the model's own vectorised reference ops, as the official code runs.
+        variants.append(Variant("torch", "fp32", lambda: TorchBackend(model, device, kernels="reference")))
         if not cuda:   # the CPU default: the compiled warp kernel (engine/numba_warp.py)
             variants.append(Variant("torch-numba", "fp32", lambda: TorchBackend(model, device, kernels="numba")))
         if cuda:
             from dainrt.engine.kernels import kernels_available
 
-            variants.append(Variant("torch", "fp16", lambda: TorchBackend(model, device, precision="fp16")))
+            variants.append(Variant("torch", "fp16",
+                                    lambda: TorchBackend(model, device, precision="fp16", kernels="reference")))
             if kernels_available():
                 variants.append(Variant("torch-triton", "fp16",
                                         lambda: TorchBackend(model, device, precision="fp16", kernels="triton")))
             else:
                 skip("torch-triton", "fp16", "triton is not installed (pip install 'dainrt[triton]')")
             variants.append(Variant("torch-compile", "fp16",
-                                    lambda: TorchBackend(model, device, precision="fp16", compile=True)))
+                                    lambda: TorchBackend(model, device, precision="fp16", kernels="reference",
+                                                         compile=True)))
         else:
             skip("torch", "fp16", "autocast FP16 is measured on CUDA only (no fast FP16 convolutions on this CPU)")
             skip("torch-triton", "fp16", "the Triton warp kernels need a CUDA GPU")
@@ -514,7 +517,7 @@ class _Reference:
             from dainrt.engine import Runner
             from dainrt.engine.torch_backend import TorchBackend
 
-            runner = Runner(TorchBackend(self.model, self.device))
+            runner = Runner(TorchBackend(self.model, self.device, kernels="reference"))
             self._frames[name] = runner.interpolate(0, f0, 1, f1, [PSNR_T])[0].cpu()
         return self._frames[name]
 

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     model = DAIN(config)
     model.load_state_dict(synthetic_state_dict(config, seed=0))
     model.eval()
-    torch_backend = create_backend("torch", model, "cpu")
+    torch_backend = create_backend("torch", model, "cpu", kernels="reference")   # the PyTorch baseline
     ort_backend = create_backend("onnxruntime", model, "cpu", onnx_dir=args.onnx_dir)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; onnxruntime {ort_backend.ort.__version__} "

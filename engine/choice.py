@@ -25,7 +25,7 @@ import torch
 from dainrt.base.errors import OptionError
 
 from .backend import BACKENDS
-from .torch_backend import KERNELS
+from .torch_backend import KERNELS, default_kernels
 from .torch_backend import PRECISIONS as TORCH_PRECISIONS
 
 PRECISIONS = (*TORCH_PRECISIONS, "int8")
@@ -83,7 +83,6 @@ def choose_engine(device: torch.device, backend: str | None = None, precision: s
         if calibration is not None:
             options["calibration"] = calibration
         return EngineChoice(name, options, picked=precision is None and cuda)
-    triton_here = importlib.util.find_spec("triton") is not None
     if not cuda:
         if precision == "fp16":
             raise OptionError("precision", "fp16 with the torch backend needs a CUDA device; on the CPU, "
@@ -92,11 +91,11 @@ def choose_engine(device: torch.device, backend: str | None = None, precision: s
             raise OptionError("kernels", "triton needs a CUDA device (this run is on the CPU)")
     elif kernels == "numba":
         raise OptionError("kernels", "numba runs on the CPU only (this run is on CUDA; use triton or reference)")
-    elif kernels == "triton" and not triton_here:
+    elif kernels == "triton" and importlib.util.find_spec("triton") is None:
         raise OptionError("kernels", "triton needs the triton package (pip install 'dainrt[triton]')")
     options = {
         "precision": precision or ("fp16" if cuda else "fp32"),
-        "kernels": kernels or (("triton" if triton_here else "reference") if cuda else "numba"),
+        "kernels": kernels or default_kernels(device),
         "compile": bool(compile),
     }
     picked = cuda and (precision is None or kernels is None)

@@ -11,6 +11,12 @@ Same semantics as the reference (docs/dain-spec.md §6.3): the same float32 coor
 ``(wy * wx) * k`` and tap order, so results agree to rounding (within 1e-6 of the reference; the
 reference's vectorised multiply-add may fuse where this one does not). Inference only (no
 autograd). Rows run in parallel on Numba's threads, as many as torch uses.
+
+Numba's OpenMP threading layer resets the calling thread's OpenMP thread count to all cores when
+it starts, and torch reads its own thread count from OpenMP: left alone, the first warp of a
+process silently changed torch to every core (undoing the run's one-core-less rule and a user's
+`torch.set_num_threads`, and making a process's first frames differ in rounding from its later
+ones). `adaptive_warp` puts torch's count back after each call.
 """
 from __future__ import annotations
 
@@ -78,6 +84,11 @@ def adaptive_warp(image: Tensor, flow: Tensor, kernel: Tensor) -> Tensor:
     arrays = [t.detach().to(torch.float32).contiguous().numpy() for t in (image, flow, kernel)]
     out = torch.empty((B, C, H, W), dtype=torch.float32)
     if out.numel():
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _warp_rows(*arrays, out.numpy())
+        threads = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            _warp_rows(*arrays, out.numpy())
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
     return out

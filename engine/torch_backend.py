@@ -9,11 +9,15 @@ Options (each maps to one `dainrt run` flag on the GPU paths):
   adaptive warp of `dainrt.engine.numba_warp`; the projection stays the reference, which is cheap)
   or `triton` (the Triton kernels of `dainrt.engine.kernels` for the two warping layers; CUDA, or
   Triton's interpreter).
+  Default (`default_kernels`): numba on the CPU; on CUDA triton where installed, else the
+  reference. The one default for every way in (`dainrt run`, the API, `RunOptions` as is), so
+  that the same pictures come out of each.
 * `compile`: put every stage through `torch.compile` (static shapes).
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 
 import torch
 
@@ -22,6 +26,13 @@ from dainrt.model import DAIN, CustomOps
 
 PRECISIONS = ("fp32", "fp16")
 KERNELS = ("reference", "numba", "triton")
+
+
+def default_kernels(device: torch.device) -> str:
+    """The fastest kernels `device` has: numba on the CPU; triton on CUDA if installed, else reference."""
+    if torch.device(device).type == "cuda":
+        return "triton" if importlib.util.find_spec("triton") is not None else "reference"
+    return "numba"
 
 
 def _custom_ops(kernels: str) -> CustomOps:
@@ -45,12 +56,13 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: DAIN, device: torch.device, precision: str = "fp32", kernels: str = "reference",
+    def __init__(self, model: DAIN, device: torch.device, precision: str = "fp32", kernels: str | None = None,
                  compile: bool = False):
         if precision not in PRECISIONS:
             raise OptionError("precision", f"must be one of {', '.join(PRECISIONS)} for the torch backend, "
                                            f"got {precision!r}")
         self.device = torch.device(device)
+        kernels = kernels or default_kernels(self.device)
         self.precision, self.kernels, self.compiled = precision, kernels, bool(compile)
         if self.device.type == "cuda" and precision == "fp32":
             # TF32 convs round operands to 10 mantissa bits: far outside the golden tolerances.

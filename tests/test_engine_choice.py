@@ -33,6 +33,15 @@ def test_cpu_default_is_torch_fp32_numba():
     assert choose_engine(CPU, "onnxruntime", "fp16").options == {"precision": "fp16"}
 
 
+def test_the_torch_backend_without_options_runs_what_the_choice_picks(small_model):
+    """`RunOptions` and `create_backend` without options (the cluster test's way in) run the same
+    kernels as `dainrt run` (the choice): a different default once made a cluster run differ from
+    the single-process CLI run by rounding."""
+    from dainrt.engine import create_backend
+
+    assert create_backend("torch", small_model).kernels == choose_engine(CPU).options["kernels"] == "numba"
+
+
 def test_cuda_default_is_the_fastest_torch_path_and_says_so():
     c = choose_engine(CUDA)
     assert c.backend == "torch" and c.picked

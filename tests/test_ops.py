@@ -4,6 +4,8 @@ The adaptive-warp tests also run the compiled CPU kernel (engine/numba_warp.py),
 the same goldens, edge cases and tolerances as the reference it stands in for."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +285,16 @@ def test_dtypes_deterministic_and_inputs_untouched():
         assert first.dtype == torch.float32
     for a, b in zip(before, (image, flow, kernel, dflow, weight, f1, f2)):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def test_numba_warp_leaves_torchs_thread_count_alone():
+    """Numba's OpenMP layer sets the launching thread's OpenMP count to all cores on its first
+    launch in a process; torch reads its count from OpenMP, so without the restore a run's first
+    warp moved torch from 1 thread to every core (and the frames' rounding with it). A fresh
+    process, since only the first launch does it."""
+    code = ("import torch; torch.set_num_threads(1)\n"
+            "from dainrt.engine.numba_warp import adaptive_warp\n"
+            "adaptive_warp(torch.rand(1, 3, 8, 8), torch.rand(1, 2, 8, 8), torch.rand(1, 16, 8, 8))\n"
+            "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.split() == ["1"]
