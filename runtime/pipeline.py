@@ -15,6 +15,7 @@ finished segments kept; `--resume` continues from there and produces the same fr
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -175,13 +176,20 @@ class _Report:
         self.holds: list[dict] = []     # the kept holds (the planner's)
 
 
-def run(opts: RunOptions) -> dict:
-    """Run `dainrt run` with `opts`; returns the report (also written to `opts.report`).
+# Frames below this many pixels give torch one core less on the CPU (`_cpu_threads`).
+SMALL_FRAME_PIXELS = 320 * 180
 
-    On the CPU, when torch would use every core (its default), the run gives it one core less
-    so the decode and encode threads are not starved (measured on 2 shared cores: a 64x48
-    pair takes 0.5 s with 1 torch thread, 3 s with 2 fighting the encoder); an explicit
-    `torch.set_num_threads` / `OMP_NUM_THREADS` below the core count is left alone.
+
+@contextlib.contextmanager
+def _cpu_threads(opts: RunOptions, info: InputInfo):
+    """torch's CPU threads while the film streams in this process.
+
+    torch's default is every core. At the preview's size (320x180) and above the model is nearly
+    all the work, and every core goes to it: the Big Buck Bunny preview took 132 s with 2 torch
+    threads against 227 s with 1 on 2 idle cores. Smaller frames give torch one core less so the
+    decode and encode threads are not starved (64x48 on 2 shared cores: a pair took 0.5 s with 1
+    torch thread, 3 s with 2 fighting the encoder). An explicit `torch.set_num_threads` /
+    `OMP_NUM_THREADS` below the core count is left alone.
     """
     import torch
 
@@ -190,11 +198,12 @@ def run(opts: RunOptions) -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    lower = not opts.dry_run and str(opts.device).startswith("cpu") and cores > 1 and threads >= cores
+    lower = (str(opts.device).startswith("cpu") and cores > 1 and threads >= cores
+             and info.width * info.height < SMALL_FRAME_PIXELS)
     if lower:
         torch.set_num_threads(cores - 1)
     try:
-        return _run(opts)
+        yield torch.get_num_threads()
     finally:
         if lower:
             torch.set_num_threads(threads)
@@ -244,7 +253,8 @@ def _check_options(opts: RunOptions) -> None:
             resolve_device(opts.device)
 
 
-def _run(opts: RunOptions) -> dict:
+def run(opts: RunOptions) -> dict:
+    """Run `dainrt run` with `opts`; returns the report (also written to `opts.report`)."""
     t_start = time.perf_counter()
     _check_options(opts)
     if opts.preview is not None and opts.output is not None:
@@ -271,7 +281,8 @@ def _run(opts: RunOptions) -> dict:
     film = Film(opts, info, grid, settings, shots, seg_frames, output, images_out)
     try:
         if not film.state.complete:
-            film.stream()
+            with _cpu_threads(opts, info) as film.torch_threads:
+                film.stream()
         film.assemble()
         return film.result(time.perf_counter() - t_start)
     finally:
@@ -410,6 +421,7 @@ class _FilmRun:
 
         self.opts, self.info, self.grid, self.settings = opts, info, grid, settings
         self.seg_frames, self.output, self.images_out = seg_frames, output, images_out
+        self.torch_threads: int | None = None      # torch's CPU threads while streaming (`_cpu_threads`)
         # Everything that can fail on a wrong option, backend, device, checkpoint or container is
         # done before the work folder exists, so a failed start leaves nothing behind.
         device = resolve_device(opts.device)
@@ -626,13 +638,11 @@ class _FilmRun:
 
     def _engine_report(self) -> dict:
         """What ran the model: backend, device, runner calls, times."""
-        import torch
-
         backend = self.backend
         return {
             "backend": backend.name, "device": str(backend.device), "runner_calls": dict(self.runner.calls),
             "inference_s": round(self.maker.inference_s, 3), "stream_s": round(self.stream_s, 3),
-            "torch_threads": torch.get_num_threads() if backend.device.type == "cpu" else None,
+            "torch_threads": self.torch_threads if backend.device.type == "cpu" else None,
         }
 
 

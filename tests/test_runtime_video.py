@@ -280,3 +280,23 @@ def test_compare_side_by_side(tmp_path, small_ckpt):
     assert times == [F(k, 12) for k in range(4)]                      # 24 fps played 2x slower
     left = decoded[1].to_ndarray(format="rgb24")[20:, :64].astype(int)
     assert np.abs(left - frames[0][20:].astype(int)).mean() < 6       # the original, held
+
+
+def test_torch_keeps_every_core_from_the_preview_size_up(tmp_path, small_ckpt):
+    """At 320x180 and above the model is nearly all the work: torch runs on every core; smaller
+    frames leave one core to decode and encode. An explicit lower count is left alone, and the
+    caller's count is back after the run (the report says what streamed)."""
+    from dainrt.runtime.pipeline import SMALL_FRAME_PIXELS
+
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: torch's count is never lowered")
+    assert SMALL_FRAME_PIXELS == 320 * 180
+    small = write_clip(tmp_path / "small.mkv", pictures(2, 64, 48, seed=4), rate=12, codec="ffv1", pix_fmt="bgr0")
+    large = write_clip(tmp_path / "large.mkv", pictures(2, 320, 180, seed=4), rate=12, codec="ffv1", pix_fmt="bgr0")
+    torch.set_num_threads(cores)
+    streamed = [run(clip, "-o", tmp_path / f"{i}.mkv", "--factor", "2", "--weights", small_ckpt, *LOSSLESS)
+                ["torch_threads"] for i, clip in enumerate((small, large))]
+    assert streamed == [cores - 1, cores] and torch.get_num_threads() == cores
+    torch.set_num_threads(1)                    # the test's own setting: below the cores, kept
+    assert run(small, "-o", tmp_path / "2.mkv", "--factor", "2", "--weights", small_ckpt)["torch_threads"] == 1
