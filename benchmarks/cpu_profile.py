@@ -165,9 +165,7 @@ def ort_profile(backend, frames, index, times) -> list[dict]:
     prefix = Path(tempfile.mkdtemp(prefix="dainrt-ortprof-")) / "stage"
     sessions = {}
     for stage in STAGES:
-        options = backend.ort.SessionOptions()
-        options.graph_optimization_level = backend.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = int(backend.threads or 0)
+        options = backend.session_options()
         options.enable_profiling = True
         options.profile_file_prefix = f"{prefix}-{stage}"
         sessions[stage] = backend.ort.InferenceSession(

@@ -10,7 +10,11 @@ Two settings, both glibc's (elsewhere, macOS or musl, both do nothing):
   a `dainrt run` of 6 output frames took 44.6 M page faults and 103 s of system time out of
   331 CPU-seconds (31 %); with this setting the faults all but vanish (640x384, one thread, all
   four stages twice: 3,285,015 -> 48,003 page faults, 7.5 -> 0.1 s of system time, user time
-  unchanged; docs/architecture.md §4).
+  unchanged; docs/architecture.md §4). The price is peak memory: space freed by one stage is
+  kept for the next, and not every hole fits the next tensor. `dainrt run` at 720p (Big Buck
+  Bunny, 6 new frames, bundled model, 2 torch threads, another benchmark on the machine): peak
+  RSS 5.6 GB against 4.2 GB with glibc's defaults, but 3.1 M page faults and 7.4 s of system
+  time against 30.0 M and 67.5 s (203 s wall against 233 s).
 * `HeapTrimmer`: memory kept for reuse is not returned by itself, and a long run's heap
   fragments, so the run loop calls the trimmer after each output frame, and every `every`
   seconds it gives the free pages back (`malloc_trim`). Each trim costs the next frame a round

@@ -39,8 +39,11 @@ On the CPU the estimate is the growth of the process's resident memory (RSS) ove
 before the model was loaded (libraries, interpreter); `benchmarks/memory_check.py` checks it
 against the measured peak RSS.
 
-Only the torch backend is estimated: ONNX Runtime and TensorRT plan memory with their own
-allocators (`estimate_memory` raises `ValueError` for them; `memory_line` says so).
+The torch backend is estimated from shapes. ONNX Runtime on the CPU is the torch figure with the
+activations times `ORT_CPU_ACTIVATION_FACTOR` and the weights twice (ONNX Runtime holds its own
+copy of the initializers next to the loaded model): a fit to measurements, not a derivation.
+ONNX Runtime on CUDA and TensorRT plan memory with their own allocators and are not estimated
+(`estimate_memory` raises `ValueError` for them; `memory_line` says so).
 """
 from __future__ import annotations
 
@@ -63,7 +66,15 @@ WARP_EXTRA_CHANNELS = 3 * 3 + 2 * 2 + 2 * 2 + 2 * 1
 # The CUDA context plus cuDNN/cuBLAS handles and workspaces: outside torch's allocator
 # statistics, but on the card. A typical figure for recent drivers, not derived from shapes.
 CUDA_OVERHEAD_BYTES = 600 * 2**20
-ESTIMATED_BACKENDS = ("torch",)
+ESTIMATED_BACKENDS = ("torch", "onnxruntime")
+# ONNX Runtime's CPU peak is torch's kept results plus a multiple of torch's activation term (the
+# AdaptiveWarp function bodies' per-tap temporaries, engine/onnxruntime_backend.py, and ORT's
+# arena). Measured with the bundled model, growth of the peak RSS over the loaded process: one
+# interpolation 816 MiB at 256x256 (3.3x), 1638 MiB at 512x256 (3.7x); `dainrt interpolate` of a
+# 720p pair in 15 tiles of 384x384 about 3.2 GiB (7x: the estimate with 4x, 2.0 GiB, let it
+# exceed a 3000 MB budget at 3.7 GiB peak RSS), in 45 tiles of 256x256 1.45 GiB (5.5x). The
+# largest is used, so a tile plan stays within its budget (with 7x: 45 tiles, 1.9 GiB peak RSS).
+ORT_CPU_ACTIVATION_FACTOR = 7
 
 
 @dataclass(frozen=True)
@@ -121,15 +132,17 @@ def estimate_memory(config: ModelConfig, height: int, width: int, device: str = 
                     backend: str = "torch", kernels: str = "reference", compile: bool = False,
                     padding: str = "official") -> MemoryEstimate:
     """Peak memory of interpolating `width` x `height` input frames (pixels) with `DAIN(config)`
-    on `backend` (torch only), `device` type ("cpu", "cuda", "cuda:N"), `precision` fp32|fp16.
+    on `backend` (torch; onnxruntime on the CPU), `device` type ("cpu", "cuda", "cuda:N"),
+    `precision` fp32|fp16.
 
     `kernels` (reference|numba|triton) and `compile` do not change the estimate: the Numba and
     Triton kernels keep the same tensors alive at the warp's concatenation (they only drop the
     reference's per-tap temporaries, so the estimate stays an upper bound), and for `torch.compile` the eager
     figure is an upper bound (Inductor may fuse the concatenation). Returns bytes per part.
     """
-    if backend not in ESTIMATED_BACKENDS:
-        raise ValueError(f"no memory estimate for the {backend} backend (it plans memory with its own allocator)")
+    if backend not in ESTIMATED_BACKENDS or (backend == "onnxruntime" and str(device).split(":")[0] != "cpu"):
+        raise ValueError(f"no memory estimate for the {backend} backend on {device} "
+                         "(it plans memory with its own allocator)")
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
     if height < 1 or width < 1:
@@ -152,6 +165,9 @@ def estimate_memory(config: ModelConfig, height: int, width: int, device: str = 
         # a reordered copy of its R-channel input next to the input and its c(128) output.
         rectify_peak = (rect + 3 + rect + config.ch(128) + 3) * P * FLOAT32
     activations = max(warp, rectify_peak)
+    if backend == "onnxruntime":
+        activations *= ORT_CPU_ACTIVATION_FACTOR
+        weights *= 2
     io = 3 * 3 * height * width * FLOAT32
     return MemoryEstimate(
         height=height, width=width, padded_height=ph, padded_width=pw, model_width=config.width,

@@ -203,16 +203,17 @@ class TilePlan:
 # -- memory -------------------------------------------------------------------------------------
 
 def plan_memory(config: ModelConfig, plan: TilePlan, device: str = "cpu", precision: str = "fp32",
-                kernels: str = "reference", compile: bool = False) -> int:
-    """Estimated peak bytes of interpolating with `plan` (torch figures of `estimate_memory`,
-    also used for the other backends, which publish none): one tile's run, the kept results of
-    the other tiles when `plan.keep`, and the frame-sized inputs, output accumulators and weights.
-    Beyond the loaded libraries on the CPU; with the CUDA overhead on a GPU."""
+                kernels: str = "reference", compile: bool = False, backend: str = "torch") -> int:
+    """Estimated peak bytes of interpolating with `plan` on `backend` (`estimate_memory`: torch's
+    figures, ONNX Runtime's on the CPU; torch's for the backends without one): one tile's run,
+    the kept results of the other tiles when `plan.keep`, and the frame-sized inputs, output
+    accumulators and weights. Beyond the loaded libraries on the CPU; with the CUDA overhead on a GPU."""
     th, tw = plan.shape
-    # int8 (calibrated ONNX) has no torch figure: its FP32 activations between Q/DQ pairs make
-    # the FP32 estimate the bound.
+    # int8 (calibrated ONNX) has no figure of its own: its FP32 activations between Q/DQ pairs
+    # make the FP32 estimate the bound.
     precision = precision if precision in ("fp32", "fp16") else "fp32"
-    est = estimate_memory(config, th, tw, device, precision, "torch", kernels, compile)
+    figures = "onnxruntime" if backend == "onnxruntime" and str(device).split(":")[0] == "cpu" else "torch"
+    est = estimate_memory(config, th, tw, device, precision, figures, kernels, compile)
     if plan.whole:
         return est.total
     kept = (plan.count - 1) * (est.frames_kept + est.pair_kept) if plan.keep else 0
@@ -278,12 +279,12 @@ def memory_budget(device: torch.device | str) -> tuple[int, str]:
 
 def choose_tiles(config: ModelConfig, height: int, width: int, budget: int, overlap: int = DEFAULT_OVERLAP,
                  device: str = "cpu", precision: str = "fp32", kernels: str = "reference",
-                 compile: bool = False, loaded: int = 0) -> TilePlan:
+                 compile: bool = False, loaded: int = 0, backend: str = "torch") -> TilePlan:
     """The cheapest plan (`plan_cost`) whose estimated peak fits `budget` bytes: whole frames when
     they fit, else square tiles (sides multiples of TILE_STEP, at least MIN_TILE and twice the
     overlap), with or without each tile's results kept. `loaded`: bytes of the estimate already
     resident (the weights of a loaded model). OptionError when not even the smallest tile fits."""
-    opts = dict(device=device, precision=precision, kernels=kernels, compile=compile)
+    opts = dict(device=device, precision=precision, kernels=kernels, compile=compile, backend=backend)
     whole = TilePlan(width, height, width, height, overlap)
     if plan_memory(config, whole, **opts) - loaded <= budget:
         return whole
@@ -385,6 +386,7 @@ class TiledRunner:
         self.backend, self.option, self.config = backend, option, config
         self.engine_options = {k: v for k, v in (engine_options or {}).items()
                                if k in ("precision", "kernels", "compile")}
+        self.engine_options["backend"] = backend.name
         self.plan: TilePlan | None = None
         self._runners: list[Runner] = []
         self._weights: list[torch.Tensor] = []

@@ -51,5 +51,10 @@ def load_calibration(directory: str | os.PathLike, checkpoint_sha256: str, preci
     if problem is not None:
         raise DainrtError(f"the calibration in {directory} cannot be used: {problem}; run `dainrt calibrate` "
                           "again with these weights")
-    digest = hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
-    return Calibration(directory, manifest, got, digest)
+    return Calibration(directory, manifest, got, calibration_digest(directory))
+
+
+def calibration_digest(directory: str | os.PathLike) -> str:
+    """A calibration folder's identity: the SHA-256 (hex) of its manifest.json, which lists each
+    ONNX file's SHA-256 (`Calibration.digest`; the engine key and a run's fingerprint carry it)."""
+    return hashlib.sha256((Path(directory).expanduser() / MANIFEST).read_bytes()).hexdigest()

@@ -134,11 +134,21 @@ def _fingerprint(opts: RunOptions, info: InputInfo, settings: enc.VideoSettings,
         "shots": [r.describe() for r in read_rules(opts.shots)] if opts.shots else None, "codec": settings.codec, "pix_fmt": settings.pix_fmt, "crf": settings.crf,
         "segment_frames": segment_frames, "backend": opts.backend,
         "tile": _tile_key(opts.tile),
-        "backend_options": {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-                            for k, v in sorted(opts.backend_options.items())},
+        "backend_options": _options_key(opts.backend_options),
         "device": str(opts.device).split(":")[0],
         "weights": weights_id, "output": os.path.abspath(opts.output),
     }
+
+
+def _options_key(options: dict) -> dict:
+    """The fingerprint's backend options, as JSON values; a calibration folder by its content
+    (`calibration_digest`), so a folder calibrated again is not resumed into the same film."""
+    from dainrt.export.calibrated import calibration_digest
+
+    key = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in sorted(options.items())}
+    if options.get("calibration") is not None:
+        key["calibration"] = calibration_digest(options["calibration"])
+    return key
 
 
 def _tile_key(tile) -> str | None:

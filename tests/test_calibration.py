@@ -250,5 +250,13 @@ def test_engine_key_changes_with_the_calibration(int8_cal, small_model, pictures
     assert ka.calibration == load_calibration(int8_cal[0], a.fingerprint).digest
     assert a.key("rectify", profile).precision == "int8" and b.key("rectify", profile).precision == "fp16"
     assert "--calibration" in build_command(profile, "int8", int8_cal[0])
+    # A run's resume fingerprint holds the same digest, not the path: a copied folder resumes, a
+    # folder calibrated again does not.
+    from dainrt.runtime.pipeline import _options_key
+
+    moved = shutil.copytree(int8_cal[0], tmp_path / "moved")
+    keys = [_options_key({"precision": p, "calibration": str(d)})["calibration"]
+            for p, d in (("int8", int8_cal[0]), ("int8", moved), ("fp16", fp16))]
+    assert keys == [ka.calibration, ka.calibration, kb.calibration]
     with pytest.raises(OptionError, match="is needed for int8"):
         EngineBuilder(small_model, "int8", cache=cache, identity=gpu)

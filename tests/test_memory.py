@@ -45,8 +45,12 @@ def test_estimate_per_device_and_precision():
     assert cuda.activations <= half.activations < 1.01 * cuda.activations
     assert half.weights == cuda.weights * 3 // 2        # plus autocast's FP16 weight copies
     assert 10 * 2**30 < cuda.total < 14 * 2**30          # 1080p at full width in FP32: about 12 GiB
-    with pytest.raises(ValueError, match="onnxruntime"):
-        estimate_memory(cfg, 64, 64, backend="onnxruntime")
+    # ONNX Runtime: measured on the CPU (activations x7, its own copy of the weights); not on CUDA
+    ort = estimate_memory(cfg, 1080, 1920, "cpu", backend="onnxruntime")
+    assert ort.activations == 7 * cpu.activations and ort.weights == 2 * cpu.weights
+    assert ort.frames_kept == cpu.frames_kept
+    with pytest.raises(ValueError, match="onnxruntime backend on cuda"):
+        estimate_memory(cfg, 64, 64, "cuda", backend="onnxruntime")
     assert "none (no memory estimate for the tensorrt backend" in memory_line(cfg, 64, 64, backend="tensorrt")
     assert format_bytes(3 * 2**30) == "3.0 GiB" and format_bytes(5 * 2**20) == "5 MiB"
 

@@ -118,6 +118,11 @@ def test_auto_picks_whole_frames_when_they_fit_and_the_cheapest_fitting_tiles_ot
     assert choose_tiles(config, 720, 1280, 5000 * MIB).keep
     with pytest.raises(OptionError, match="not even 256x256 tiles fit"):
         choose_tiles(config, 2160, 3840, 300 * MIB)
+    # ONNX Runtime on the CPU needs about 7x torch's activations: smaller tiles for the same budget.
+    torch_plan = choose_tiles(config, 2160, 3840, 6000 * MIB)
+    ort_plan = choose_tiles(config, 2160, 3840, 6000 * MIB, backend="onnxruntime")
+    assert ort_plan.tile_width * ort_plan.tile_height < torch_plan.tile_width * torch_plan.tile_height
+    assert plan_memory(config, ort_plan, backend="onnxruntime") <= 6000 * MIB
 
 
 def test_memory_budget_from_the_environment(monkeypatch):
