@@ -142,21 +142,22 @@ def test_plan_options_on_the_cluster_equal_the_single_process_run(cluster, small
     assert r["cadence_repeats"] > 0 and len(r["scene_cuts"]) == 1 and len(r["cluster"]["segments"]) > 1
 
 
-def _when(condition, action, timeout=240):
-    """A thread that runs `action()` once `condition()` holds."""
+def _when(condition, action, timeout=240) -> threading.Event:
+    """A thread that runs `action()` once `condition()` holds; setting the returned event stops it."""
+    stop = threading.Event()
+
     def watch():
         deadline = time.time() + timeout
-        while time.time() < deadline:
+        while time.time() < deadline and not stop.is_set():
             try:
                 if condition():
                     action()
                     return
             except (OSError, ValueError, KeyError):
                 pass
-            time.sleep(0.02)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+            stop.wait(0.02)
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
 
 
 def test_ctrl_c_keeps_finished_segments_and_resume_skips_the_sound_ones(cluster, film, single, small_ckpt,
@@ -169,8 +170,18 @@ def test_ctrl_c_keeps_finished_segments_and_resume_skips_the_sound_ones(cluster,
     def finished():
         return len(json.loads((work / "state.json").read_text())["segments"])
 
-    _when(lambda: finished() >= 2, lambda: os.kill(os.getpid(), signal.SIGINT))   # Ctrl-C
-    assert main(cmd) == 130
+    # Ctrl-C once 2 segments are recorded. The segments are tiny: on a starved machine all of them
+    # can be recorded between two polls of the watcher, and the film is then complete before the
+    # Ctrl-C comes (CI saw it once). Then it starts over, at most 3 times.
+    for _ in range(3):
+        watcher = _when(lambda: finished() >= 2, lambda: os.kill(os.getpid(), signal.SIGINT))
+        code = main(cmd)
+        watcher.set()
+        if code == 130:
+            break
+        out.unlink()
+    else:
+        pytest.fail("3 runs finished before the Ctrl-C landed")
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--resume" in line, line
     assert not out.exists()
