@@ -14,7 +14,7 @@ autograd). Rows run in parallel on Numba's threads, as many as torch uses.
 
 Numba's OpenMP threading layer resets the calling thread's OpenMP thread count to all cores when
 it starts, and torch reads its own thread count from OpenMP: left alone, the first warp of a
-process silently changed torch to every core (undoing the run's one-core-less rule and a user's
+process silently changed torch to every core (undoing the run's thread rule and a user's
 `torch.set_num_threads`, and making a process's first frames differ in rounding from its later
 ones). `adaptive_warp` puts torch's count back after each call.
 """

@@ -6,7 +6,8 @@ Options (each maps to one `dainrt run` flag on the GPU paths):
   `fp16`: frame, pair and rectify under autocast FP16; the warp stage (custom layers, every
   coordinate) always runs in FP32 (docs/architecture.md §4). Outputs are float32 either way.
 * `kernels`: `reference` (the vectorised PyTorch ops of `model/ops`), `numba` (the compiled CPU
-  adaptive warp of `dainrt.engine.numba_warp`; the projection stays the reference, which is cheap)
+  adaptive warp of `dainrt.engine.numba_warp`; the projection and correlation stay the reference,
+  now the larger custom-layer cost: benchmarks/README.md, "Where the CPU time goes")
   or `triton` (the Triton kernels of `dainrt.engine.kernels` for the two warping layers; CUDA, or
   Triton's interpreter).
   Default (`default_kernels`): numba on the CPU; on CUDA triton where installed, else the
