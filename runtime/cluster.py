@@ -367,7 +367,7 @@ class ClusterRun(_FilmRun):
         t0 = time.perf_counter()
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)   # each one as it arrives
                 for ref in ready:
                     self._finished(pending.pop(ref), ref)
                 if progress is not None:            # frames done over all workers (tqdm: fps, ETA)
