@@ -64,8 +64,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    """Write `data` as indented JSON, atomically."""
-    atomic_write(path, json.dumps(data, indent=1) + "\n")
+    """Write `data` as indented JSON, atomically; paths in it are written as strings."""
+    atomic_write(path, json.dumps(data, indent=1, default=_path_as_str) + "\n")
+
+
+def _path_as_str(value):
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -107,41 +107,21 @@ def eval_psnr(args_common: list[str], what: list[str], tmp: Path, tag: str) -> f
     return float(mean["psnr"]) if mean and "psnr" in mean else None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None)
-    ap.add_argument("--calibration", required=True, help="an int8 folder made by `dainrt calibrate` for --weights")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--skip-eval", action="store_true")
-    a = ap.parse_args()
-
+def time_and_profile(model, cal_dir: Path, runs: int, threads: int | None, tmp: Path) -> None:
+    """Parts 2 and 3 of the module docstring. The sessions are closed before it returns: at 480p
+    the two hold about 20 GB, which the PSNR part's subprocesses need (it was OOM-killed)."""
     from dainrt.benchmarks.harness import stream_frames
     from dainrt.engine.onnxruntime_backend import OnnxRuntimeBackend
-    from dainrt.model.checkpoint import load_model
-    from dainrt.model.weights import resolve_weights
     from dainrt.runtime.transfer import to_tensor
 
-    torch.set_grad_enabled(False)
-    tmp = Path(tempfile.mkdtemp(prefix="dainrt-int8-"))
-    weights = resolve_weights(a.weights)
-    model = load_model(weights, device="cpu")
-    say(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}, weights {weights}")
-    cal_dir = Path(a.calibration)
-    report = json.loads((cal_dir / "calibration.json").read_text())
-    g = report["gate"]
-    say(f"calibration {cal_dir}: {report['stage_precisions']}; gate: FP32 {g['fp32_psnr_db']:.3f} dB, chosen "
-        f"{g['psnr_db']:.3f} dB, drop {g['drop_db']:+.3f} dB (limit {report['gate_db']} dB), "
-        f"{report['seconds']['total_s']:.0f} s to calibrate")
-
-    fp32 = OnnxRuntimeBackend(model, progress=None, threads=a.threads)
-    int8 = OnnxRuntimeBackend(model, precision="int8", calibration=cal_dir, progress=None, threads=a.threads)
+    fp32 = OnnxRuntimeBackend(model, progress=None, threads=threads)
+    int8 = OnnxRuntimeBackend(model, precision="int8", calibration=cal_dir, progress=None, threads=threads)
     backends = {"fp32": fp32, "int8": int8}
-    say(f"\n== timing: ONNX Runtime CPU, medians of {a.runs} interleaved runs, load average {os.getloadavg()}")
+    say(f"\n== timing: ONNX Runtime CPU, medians of {runs} interleaved runs, load average {os.getloadavg()}")
     say(f"{'size':10s} {'what':22s} {'fp32 ms':>10s} {'int8 ms':>10s} {'speed-up':>9s}")
     results = {}
     for label, (w, h) in SIZES.items():
-        frames = [to_tensor(f) for f in stream_frames(w, h, a.runs + 4, seed=0)]
+        frames = [to_tensor(f) for f in stream_frames(w, h, runs + 4, seed=0)]
         rec = {}
 
         class _Keep:
@@ -158,9 +138,9 @@ def main() -> int:
 
         Runner(_Keep()).interpolate(0, frames[0], 1, frames[1], [0.5])
         rect_in = rec["rectify"]
-        t = time_pair({k: (lambda b=b: b.run("rectify", rect_in)) for k, b in backends.items()}, a.runs)
+        t = time_pair({k: (lambda b=b: b.run("rectify", rect_in)) for k, b in backends.items()}, runs)
         steps = {k: stream_step(b, frames, 4) for k, b in backends.items()}
-        s = time_pair(steps, a.runs)
+        s = time_pair(steps, runs)
         for what, ms, per in (("rectify", t, 1), ("x4 stream / out frame", s, 3)):
             f, i = np.median(ms["fp32"]) / per, np.median(ms["int8"]) / per
             results[(label, what)] = (f, i)
@@ -173,6 +153,37 @@ def main() -> int:
     for op in ops:
         say(f"{op:24s} {profiles['fp32'].get(op, 0):8.1f} {profiles['int8'].get(op, 0):8.1f}")
     say(f"{'total':24s} {sum(profiles['fp32'].values()):8.1f} {sum(profiles['int8'].values()):8.1f}")
+    for b in backends.values():
+        b.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--calibration", required=True, help="an int8 folder made by `dainrt calibrate` for --weights")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-eval", action="store_true", help="timing and profile only")
+    ap.add_argument("--skip-timing", action="store_true", help="the PSNR part only")
+    a = ap.parse_args()
+
+    from dainrt.model.checkpoint import load_model
+    from dainrt.model.weights import resolve_weights
+
+    torch.set_grad_enabled(False)
+    tmp = Path(tempfile.mkdtemp(prefix="dainrt-int8-"))
+    weights = resolve_weights(a.weights)
+    model = load_model(weights, device="cpu")
+    say(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}, weights {weights}")
+    cal_dir = Path(a.calibration)
+    report = json.loads((cal_dir / "calibration.json").read_text())
+    g = report["gate"]
+    say(f"calibration {cal_dir}: {report['stage_precisions']}; gate: FP32 {g['fp32_psnr_db']:.3f} dB, chosen "
+        f"{g['psnr_db']:.3f} dB, drop {g['drop_db']:+.3f} dB (limit {report['gate_db']} dB), "
+        f"{report['seconds']['total_s']:.0f} s to calibrate")
+
+    if not a.skip_timing:
+        time_and_profile(model, cal_dir, a.runs, a.threads, tmp)
 
     if not a.skip_eval:
         say("\n== PSNR vs truth (dB, dainrt eval, ONNX Runtime)")

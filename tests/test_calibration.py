@@ -260,3 +260,24 @@ def test_engine_key_changes_with_the_calibration(int8_cal, small_model, pictures
     assert keys == [ka.calibration, ka.calibration, kb.calibration]
     with pytest.raises(OptionError, match="is needed for int8"):
         EngineBuilder(small_model, "int8", cache=cache, identity=gpu)
+
+
+def test_eval_with_a_calibration_writes_its_json(int8_cal, small_ckpt, pictures, tmp_path, capsys):
+    """`eval --json` with --calibration (a path among the options) writes the file (it raised
+    TypeError after the whole evaluation), and the INT8 row is close to the FP32 one."""
+    seq = tmp_path / "seqs" / "pan"
+    seq.mkdir(parents=True)
+    for name, i in (("frame10.png", 0), ("frame10i11.png", 1), ("frame11.png", 2)):
+        shutil.copy(pictures / f"f{i:03d}.png", seq / name)
+    out, _ = int8_cal
+    common = ["eval", str(tmp_path / "seqs"), "--weights", str(small_ckpt), "--backend", "onnxruntime",
+              "--no-minterpolate", "-y"]
+    rows = {}
+    for precision, extra in (("fp32", []), ("int8", ["--calibration", str(out)])):
+        js = tmp_path / f"{precision}.json"
+        code = cli.main(common + ["--precision", precision, *extra, "--json", str(js)])
+        assert code == 0, capsys.readouterr().err
+        rows[precision] = json.loads(js.read_text())
+    assert rows["int8"]["calibration"] == str(out) and rows["int8"]["precision"] == "int8"
+    assert "calibration" not in rows["fp32"]
+    assert abs(rows["int8"]["mean"]["psnr"] - rows["fp32"]["mean"]["psnr"]) <= GATE
