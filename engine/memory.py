@@ -75,6 +75,12 @@ ESTIMATED_BACKENDS = ("torch", "onnxruntime")
 # exceed a 3000 MB budget at 3.7 GiB peak RSS), in 45 tiles of 256x256 1.45 GiB (5.5x). The
 # largest is used, so a tile plan stays within its budget (with 7x: 45 tiles, 1.9 GiB peak RSS).
 ORT_CPU_ACTIVATION_FACTOR = 7
+# A calibrated INT8 graph (Q/DQ nodes) on ONNX Runtime's CPU provider holds about twice the FP32
+# graph's memory (its quantized tensors next to the FP32 ones around each Q/DQ pair): peak RSS of
+# `dainrt interpolate --tile off` with the bundled model and its car-turn calibration, INT8
+# against FP32, 6.29 / 3.06 GB at 640x360 and 2.50 / 1.28 GB at 320x180. Without it, auto tiles
+# planned a 720p INT8 frame whole (16 GiB) and the run was OOM-killed on a 24 GB machine.
+ORT_CPU_INT8_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,7 @@ def estimate_memory(config: ModelConfig, height: int, width: int, device: str = 
                     padding: str = "official") -> MemoryEstimate:
     """Peak memory of interpolating `width` x `height` input frames (pixels) with `DAIN(config)`
     on `backend` (torch; onnxruntime on the CPU), `device` type ("cpu", "cuda", "cuda:N"),
-    `precision` fp32|fp16.
+    `precision` fp32|fp16, or int8 on onnxruntime (a calibrated graph).
 
     `kernels` (reference|numba|triton) and `compile` do not change the estimate: the Numba and
     Triton kernels keep the same tensors alive at the warp's concatenation (they only drop the
@@ -143,8 +149,11 @@ def estimate_memory(config: ModelConfig, height: int, width: int, device: str = 
     if backend not in ESTIMATED_BACKENDS or (backend == "onnxruntime" and str(device).split(":")[0] != "cpu"):
         raise ValueError(f"no memory estimate for the {backend} backend on {device} "
                          "(it plans memory with its own allocator)")
+    asked, int8 = precision, precision == "int8" and backend == "onnxruntime"
+    if int8:
+        precision = "fp32"                  # the figure below, then ORT_CPU_INT8_FACTOR
     if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+        raise ValueError(f"precision must be fp32 or fp16 (int8 on onnxruntime), got {precision!r}")
     if height < 1 or width < 1:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
     device_type = str(device).split(":")[0]
@@ -166,12 +175,12 @@ def estimate_memory(config: ModelConfig, height: int, width: int, device: str = 
         rectify_peak = (rect + 3 + rect + config.ch(128) + 3) * P * FLOAT32
     activations = max(warp, rectify_peak)
     if backend == "onnxruntime":
-        activations *= ORT_CPU_ACTIVATION_FACTOR
+        activations *= ORT_CPU_ACTIVATION_FACTOR * (ORT_CPU_INT8_FACTOR if int8 else 1)
         weights *= 2
     io = 3 * 3 * height * width * FLOAT32
     return MemoryEstimate(
         height=height, width=width, padded_height=ph, padded_width=pw, model_width=config.width,
-        device=device_type, precision=precision, weights=weights, frames_kept=FRAMES_KEPT * frame * FLOAT32,
+        device=device_type, precision=asked, weights=weights, frames_kept=FRAMES_KEPT * frame * FLOAT32,
         pair_kept=pair * FLOAT32, activations=activations, io=io,
         overhead_bytes=CUDA_OVERHEAD_BYTES if device_type == "cuda" else 0,
     )

@@ -209,10 +209,9 @@ def plan_memory(config: ModelConfig, plan: TilePlan, device: str = "cpu", precis
     the kept results of the other tiles when `plan.keep`, and the frame-sized inputs, output
     accumulators and weights. Beyond the loaded libraries on the CPU; with the CUDA overhead on a GPU."""
     th, tw = plan.shape
-    # int8 (calibrated ONNX) has no figure of its own: its FP32 activations between Q/DQ pairs
-    # make the FP32 estimate the bound.
-    precision = precision if precision in ("fp32", "fp16") else "fp32"
     figures = "onnxruntime" if backend == "onnxruntime" and str(device).split(":")[0] == "cpu" else "torch"
+    # int8 has ONNX Runtime's CPU figure; elsewhere (TensorRT) the FP32 figure stands in.
+    precision = precision if precision in ("fp32", "fp16") or figures == "onnxruntime" else "fp32"
     est = estimate_memory(config, th, tw, device, precision, figures, kernels, compile)
     if plan.whole:
         return est.total

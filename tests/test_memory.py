@@ -49,6 +49,11 @@ def test_estimate_per_device_and_precision():
     ort = estimate_memory(cfg, 1080, 1920, "cpu", backend="onnxruntime")
     assert ort.activations == 7 * cpu.activations and ort.weights == 2 * cpu.weights
     assert ort.frames_kept == cpu.frames_kept
+    # A calibrated INT8 graph on ONNX Runtime: twice the FP32 activations (measured); torch has no int8
+    ort8 = estimate_memory(cfg, 1080, 1920, "cpu", "int8", backend="onnxruntime")
+    assert ort8.activations == 2 * ort.activations and ort8.weights == ort.weights and ort8.precision == "int8"
+    with pytest.raises(ValueError, match="int8 on onnxruntime"):
+        estimate_memory(cfg, 64, 64, "cpu", "int8")
     with pytest.raises(ValueError, match="onnxruntime backend on cuda"):
         estimate_memory(cfg, 64, 64, "cuda", backend="onnxruntime")
     assert "none (no memory estimate for the tensorrt backend" in memory_line(cfg, 64, 64, backend="tensorrt")

@@ -123,6 +123,13 @@ def test_auto_picks_whole_frames_when_they_fit_and_the_cheapest_fitting_tiles_ot
     ort_plan = choose_tiles(config, 2160, 3840, 6000 * MIB, backend="onnxruntime")
     assert ort_plan.tile_width * ort_plan.tile_height < torch_plan.tile_width * torch_plan.tile_height
     assert plan_memory(config, ort_plan, backend="onnxruntime") <= 6000 * MIB
+    # INT8 on ONNX Runtime holds twice FP32's memory: the bundled width's 720p frame, which fits a
+    # 20 GB budget whole in FP32, is tiled in INT8 (planned whole, it was OOM-killed on 24 GB).
+    bundled = ModelConfig(0.5)
+    assert choose_tiles(bundled, 720, 1280, 20_000 * MIB, backend="onnxruntime").whole
+    int8_plan = choose_tiles(bundled, 720, 1280, 20_000 * MIB, backend="onnxruntime", precision="int8")
+    assert not int8_plan.whole
+    assert plan_memory(bundled, int8_plan, backend="onnxruntime", precision="int8") <= 20_000 * MIB
 
 
 def test_memory_budget_from_the_environment(monkeypatch):
