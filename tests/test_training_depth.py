@@ -104,6 +104,28 @@ def test_generator_large_motion_quarter_gaps_and_layer_fields():
     assert torch.equal(plain.frame_t, same.frame_t) and plain.t == same.t
 
 
+def test_wide_pans_put_camera_motion_near_the_largest():
+    def pans(wide: float) -> list[float]:
+        st = S.ClipSettings(max_motion=96, pan_scale=1.25, pan_chance=1.0, wide_pan_chance=wide)
+        clips = S.SyntheticClips(128, seed=5, images=[], settings=st)
+        out = []
+        for i in range(200):
+            scene = clips.scene(i)[0]
+            bg = scene.layers[0]
+            if bg.start != bg.end:       # a held frame moves nothing
+                out.append(math.hypot(bg.end.x - bg.start.x, bg.end.y - bg.start.y))
+        return out
+
+    plain, wide = pans(0.0), pans(1.0)
+    # the log-uniform draw leaves pans above 60 px rare; every wide pan is in [48, 120] px
+    # (the background may add its own drift of up to 96 px on 30 % of clips, hence the share)
+    assert sum(m > 60 for m in plain) / len(plain) < 0.25
+    assert sum(m > 60 for m in wide) / len(wide) > 0.6
+    # and a zero share draws exactly as before the setting existed
+    same = S.SyntheticClips(64, seed=2, images=[], settings=S.ClipSettings(wide_pan_chance=0.0))[4]
+    assert torch.equal(same.frame_t, S.SyntheticClips(64, seed=2, images=[])[4].frame_t)
+
+
 def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
     from dainrt.model import DAIN, ModelConfig
 

@@ -412,6 +412,8 @@ class ClipSettings:
     pan_scale: float = 0.5         # camera pan = a `_motion` draw times this (1: pans up to max_motion)
     centred: bool = False          # place each sprite's *mid* pose on screen (large motions stay in view)
     quarter_chance: float = 0.0    # t drawn from 0.25 / 0.5 / 0.75 (an x4 gap), before middle_chance
+    wide_pan_chance: float = 0.0   # share of pans drawn uniform in [1/2, 1] x the largest pan (the
+                                   # log-uniform draw makes pans near the largest rare: ~3 % above 40 px of 64)
 
 
 class SyntheticClips(torch.utils.data.Dataset):
@@ -447,7 +449,13 @@ class SyntheticClips(torch.utils.data.Dataset):
         rng, st = self._rng(index), self.settings
         h, w = self.height, self.width
         held = rng.chance(st.held_chance)
-        pan = self._motion(rng) if rng.chance(st.pan_chance) else (0.0, 0.0)
+        pan = (0.0, 0.0)
+        if rng.chance(st.pan_chance):
+            if st.wide_pan_chance > 0 and rng.chance(st.wide_pan_chance):
+                m, a = rng.uniform(0.5, 1.0) * st.max_motion, rng.uniform(0, 2 * math.pi)
+                pan = (m * math.cos(a), m * math.sin(a))
+            else:
+                pan = self._motion(rng)
         pan = (pan[0] * st.pan_scale, pan[1] * st.pan_scale)
 
         def poses(x, y, own, turn, zoom, scale) -> tuple[Pose, Pose]:

@@ -91,6 +91,7 @@ class TrainConfig:
     pan_scale: float = 0.5           # camera pan up to max_motion x this (ClipSettings)
     centred: bool = False            # sprites half-way through their motion are on screen
     quarter_chance: float = 0.0      # share of clips at t = 0.25 / 0.5 / 0.75 (x4 gaps)
+    wide_pan_chance: float = 0.0     # share of pans near the largest (ClipSettings)
     flicker_chance: float = 0.3      # share of clips with brightness flicker
     ordinal_loss: float = 1.0        # depth phase: weight of the pairwise hinge next to the SI loss
     seed: int = 0
@@ -483,7 +484,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     data = SyntheticClips(cfg.size, seed=cfg.seed, images=images,
                           settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion),
                                                 pan_scale=cfg.pan_scale, centred=cfg.centred,
-                                                quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance))
+                                                quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance,
+                                                wide_pan_chance=cfg.wide_pan_chance))
     val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5)
     val_clips = [val_set[i] for i in range(cfg.val_clips)]
     # One worker renders clips while the main process trains (it uses one thread of its own).
