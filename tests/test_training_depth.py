@@ -126,6 +126,21 @@ def test_wide_pans_put_camera_motion_near_the_largest():
     assert torch.equal(same.frame_t, S.SyntheticClips(64, seed=2, images=[])[4].frame_t)
 
 
+
+def test_perspective_makes_nearer_sprites_larger():
+    clips = S.SyntheticClips(128, seed=4, images=[], settings=S.ClipSettings(perspective=True))
+    agree = pairs = 0
+    for i in range(60):
+        sprites = [(layer.depth, layer.start.scale * layer.texture.shape[-1]) for layer in clips.scene(i)[0].layers[1:]]
+        assert [d for d, _ in sprites] == sorted((d for d, _ in sprites), reverse=True)     # drawn far to near
+        assert all(8.0 <= d <= 68.0 for d, _ in sprites)
+        for a in range(len(sprites)):
+            for b in range(a + 1, len(sprites)):
+                pairs += 1
+                agree += sprites[b][1] > sprites[a][1]          # the nearer one is the larger one
+    # a factor-2 jitter on the depth leaves some pairs the other way round, most the lens's way
+    assert pairs >= 60 and 0.75 <= agree / pairs < 1.0
+
 def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
     from dainrt.model import DAIN, ModelConfig
 

@@ -11,9 +11,10 @@ angle linearly, scale geometrically), so the ground truth at t is exact, not int
 Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down), layer depth and, for
 frames 0 and 1, which layer each pixel shows and which layers overlap (`LayerTruth`, the depth
 phase's supervision) come with each clip. `ClipSettings` can widen the motion (camera pans as
-large as the layers' own motion, sprites kept on screen half-way) and draw x4 gaps (t = 0.25 /
-0.5 / 0.75); its defaults draw exactly the clips of earlier versions. Also: brightness flicker (stop-motion lighting; the gain at t is interpolated
-linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
+large as the layers' own motion, sprites kept on screen half-way, pans near the largest) and draw
+x4 gaps (t = 0.25 / 0.5 / 0.75) and sprite depths that follow their size; its defaults draw
+exactly the clips of earlier versions. Also: brightness flicker (stop-motion lighting; the gain
+at t is interpolated linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
 
 Everything is seeded: `SyntheticClips(seed=s)[i]` is the same clip on every call.
 """
@@ -414,6 +415,8 @@ class ClipSettings:
     quarter_chance: float = 0.0    # t drawn from 0.25 / 0.5 / 0.75 (an x4 gap), before middle_chance
     wide_pan_chance: float = 0.0   # share of pans drawn uniform in [1/2, 1] x the largest pan (the
                                    # log-uniform draw makes pans near the largest rare: ~3 % above 40 px of 64)
+    perspective: bool = False      # a sprite's depth follows its size (nearer = larger, as through a lens,
+                                   # up to a factor-2 jitter): a cue a one-frame depth net can learn besides occlusion
 
 
 class SyntheticClips(torch.utils.data.Dataset):
@@ -475,9 +478,14 @@ class SyntheticClips(torch.utils.data.Dataset):
                    rng.uniform(-0.06, 0.06) if rng.chance(0.3) else 0.0, rng.log_uniform(0.8, 1.25))
         layers.append(Layer(texture(rng, self.images, side, side), None, 100.0, *bg))
         n = rng.integer(0, st.max_sprites)
-        depths = sorted((rng.uniform(1.0, 50.0) for _ in range(n)), reverse=True)
-        for depth in depths:
-            size = rng.integer(max(16, min(h, w) // 4), max(h, w))
+        smallest = max(16, min(h, w) // 4)
+        if st.perspective:          # 12 x (frame side / size) x jitter: depths 8-67 (background 100)
+            sizes = [rng.integer(smallest, max(h, w)) for _ in range(n)]
+            sprites = sorted(((min(80.0, 12.0 * max(h, w) / size * rng.log_uniform(0.7, 1.4)), size) for size in sizes), reverse=True)
+        else:
+            sprites = [(depth, None) for depth in sorted((rng.uniform(1.0, 50.0) for _ in range(n)), reverse=True)]
+        for depth, size in sprites:    # far to near
+            size = rng.integer(smallest, max(h, w)) if size is None else size
             tex_side = max(16, int(size / rng.uniform(0.8, 1.2)))
             scale = size / tex_side
             alpha = sprite_alpha(rng, tex_side, tex_side)

@@ -92,6 +92,7 @@ class TrainConfig:
     centred: bool = False            # sprites half-way through their motion are on screen
     quarter_chance: float = 0.0      # share of clips at t = 0.25 / 0.5 / 0.75 (x4 gaps)
     wide_pan_chance: float = 0.0     # share of pans near the largest (ClipSettings)
+    perspective: bool = False        # sprite depth follows sprite size (ClipSettings)
     flicker_chance: float = 0.3      # share of clips with brightness flicker
     ordinal_loss: float = 1.0        # depth phase: weight of the pairwise hinge next to the SI loss
     seed: int = 0
@@ -485,8 +486,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
                           settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion),
                                                 pan_scale=cfg.pan_scale, centred=cfg.centred,
                                                 quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance,
-                                                wide_pan_chance=cfg.wide_pan_chance))
-    val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5)
+                                                wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective))
+    # Validation keeps the default motions; its sprite depths follow the training's rule.
+    val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5,
+                             settings=ClipSettings(perspective=cfg.perspective))
     val_clips = [val_set[i] for i in range(cfg.val_clips)]
     # One worker renders clips while the main process trains (it uses one thread of its own).
     loader = torch.utils.data.DataLoader(
