@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "INT8 quantizes rectify, then frame and pair where it is faster here; a configuration must stay within "
         "--gate-db of FP32 PSNR, else the most sensitive layers go back to FP32 one by one. Use it with "
         "`--backend onnxruntime --precision int8 --calibration DIR` or `dainrt build-engine --precision int8 "
-        "--calibration DIR`. Slow on a CPU: each trial reruns the held-out triplets (README: 44 minutes for "
+        "--calibration DIR`. Slow on a CPU: each trial reruns the held-out triplets (README: 47 minutes for "
         "the whole search on 8 pairs of a 640x360 film with the bundled model, one thread).",
     )
     p.add_argument("input", type=_film_or_folder, metavar="INPUT", help="a film, or a folder of pictures in order")
