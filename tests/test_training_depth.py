@@ -152,3 +152,11 @@ def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
     metrics = train(cfg, log=lambda line: None)
     assert 0.0 <= metrics["val_depth_order"] <= 1.0 and metrics["val_depth_pairs"] >= 1
     assert (tmp_path / "run" / "best.pth").is_file()
+    # the depth net trained while its BatchNorms kept their running statistics (as at inference:
+    # a new model's, 0 and 1)
+    from dainrt.model.checkpoint import load_model
+
+    trained = load_model(tmp_path / "run" / "best.pth")
+    stats = [k for k in model.state_dict() if k.startswith("depthNet.") and k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(trained.state_dict()[k], model.state_dict()[k]) for k in stats)
+
