@@ -83,7 +83,7 @@ def search_stage(trials: Trials, stage: str, proto: onnx.ModelProto, precision: 
     rows = []
     bar = progress_bar(total=len(unit_nodes), desc=f"{stage} sensitivity", unit="trial")
     for label, nodes in unit_nodes.items():
-        s = trials.score({stage: maker.make(nodes).SerializeToString()})
+        s = trials.score({stage: maker.trial(nodes).SerializeToString()})
         rows.append({"unit": label, "convs": len(nodes), "drop_db": base - s.psnr_db, "psnr_vs_fp32_db": s.vs_fp32_db,
                      "noise_db": s.noise_db})
         bar.update()
@@ -92,9 +92,9 @@ def search_stage(trials: Trials, stage: str, proto: onnx.ModelProto, precision: 
     layer_db = gate_db / 10
     enabled = [u for u in unit_nodes if precision == "int8" or cost[u] <= layer_db]
     islands = [u for u in unit_nodes if u not in enabled]
-    steps, graph = [], None
+    steps, graph, trial = [], None, None
     while True:
-        candidate = maker.make([n for u in enabled for n in unit_nodes[u]]).SerializeToString() if enabled else None
+        candidate = maker.trial([n for u in enabled for n in unit_nodes[u]]).SerializeToString() if enabled else None
         s = trials.score({**accepted, stage: candidate}) if candidate else trials.score(accepted)
         passed = passes(base, s, gate_db)
         steps.append({"reduced_units": len(enabled), "psnr_db": s.psnr_db, "drop_db": base - s.psnr_db,
@@ -102,7 +102,10 @@ def search_stage(trials: Trials, stage: str, proto: onnx.ModelProto, precision: 
         say(f"{stage} gate: {len(enabled)}/{len(unit_nodes)} units in {precision}, drop {base - s.psnr_db:+.3f} dB, "
             f"noise cost {s.noise_db:.3f} dB ({'pass' if passed else 'fail'}, gate {gate_db} dB)")
         if passed or not enabled:
-            graph = candidate if passed else None
+            if passed and enabled:
+                trial = candidate
+                graph = candidate if maker.trial == maker.make else \
+                    maker.make([n for u in enabled for n in unit_nodes[u]]).SerializeToString()
             break
         worst = max(enabled, key=lambda u: cost[u])
         enabled.remove(worst)
@@ -112,7 +115,7 @@ def search_stage(trials: Trials, stage: str, proto: onnx.ModelProto, precision: 
         "fp32": islands if graph else list(unit_nodes), "gate_steps": steps,
         "backed_off": len(steps) - 1, "result": precision if graph else "fp32",
         "note": None if graph else f"no unit can stay in {precision} within the gate: the stage stays FP32",
-        "graph": graph,
+        "graph": graph, "trial_graph": trial,
     }
 
 
@@ -175,7 +178,8 @@ def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, prec
     say(f"FP32 on {len(samples.held_out)} held-out triplet(s) ({samples.held_out_source}): "
         f"{trials.baseline.psnr_db:.2f} dB")
     report_stages: dict[str, dict] = {}
-    accepted: dict[str, bytes] = {}
+    accepted: dict[str, bytes] = {}           # what the trials run (FP16: emulated)
+    chosen: dict[str, bytes] = {}             # what goes into the folder
     root = out.parent if out.parent.exists() else Path(tempfile.gettempdir())
     with tempfile.TemporaryDirectory(prefix=".dainrt-calibrate.", dir=root) as work:
         work = Path(work)
@@ -194,7 +198,7 @@ def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, prec
                     continue
             entry.update(search_stage(trials, stage, protos[stage], precision, gate_db, accepted, work, say))
             if entry["graph"] is not None:
-                accepted[stage] = entry["graph"]
+                accepted[stage], chosen[stage] = entry["trial_graph"], entry["graph"]
             entry["seconds"] = time.perf_counter() - t0
             report_stages[stage] = entry
         final = trials.score(accepted)
@@ -202,8 +206,8 @@ def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, prec
         result = {}
         labels = {}
         for stage in STAGE_NAMES:
-            if stage in accepted:
-                result[stage] = onnx.ModelProto.FromString(accepted[stage])
+            if stage in chosen:
+                result[stage] = onnx.ModelProto.FromString(chosen[stage])
                 labels[stage] = precision
             elif precision == "fp16" and stage != "warp" and stage not in stages:
                 result[stage], labels[stage] = convert_to_fp16(protos[stage]), "fp16"
@@ -214,6 +218,7 @@ def calibrate(model, source: str | os.PathLike, out_dir: str | os.PathLike, prec
             written = write_stages(tmp, result, sha, model.config, precision, labels)
             for entry in report_stages.values():
                 entry.pop("graph", None)
+                entry.pop("trial_graph", None)
             report = {
                 "format": FORMAT, "dainrt_version": __version__, "checkpoint_sha256": sha,
                 "precision": precision, "gate_db": gate_db, "stages": report_stages,

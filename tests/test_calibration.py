@@ -298,3 +298,52 @@ def test_eval_with_a_calibration_writes_its_json(int8_cal, small_ckpt, pictures,
     assert rows["int8"]["calibration"] == str(out) and rows["int8"]["precision"] == "int8"
     assert "calibration" not in rows["fp32"]
     assert abs(rows["int8"]["mean"]["psnr"] - rows["fp32"]["mean"]["psnr"]) <= GATE
+
+
+def _two_convs(weight: np.ndarray) -> onnx.ModelProto:
+    """x (1,8,32,32) -> Conv -> Relu -> Conv, float32, the same 8x8x3x3 weights twice."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["y"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w"], ["z"], name="conv_b", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 8, 32, 32))],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fp16_trials_round_what_fp16_stores():
+    """ONNX Runtime's CPU provider runs an FP16 graph in FP32; the trials' emulation rounds
+    weights, inputs and outputs of the FP16 ops to FP16 as a GPU stores them."""
+    import onnxruntime as ort
+
+    from dainrt.calibration.variants import emulate_fp16
+    from dainrt.export.fp16 import convert_to_fp16
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.3
+    x = rng.standard_normal((1, 8, 32, 32)).astype(np.float32) * 3
+
+    def ort_run(model):
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    def torch_fp16(weight):          # FP16 storage, FP32 arithmetic
+        h = lambda t: t.half().float()
+        y = torch.nn.functional.conv2d(h(torch.from_numpy(x)), h(torch.from_numpy(weight)), padding=1)
+        return h(torch.nn.functional.conv2d(h(y).relu(), h(torch.from_numpy(weight)), padding=1)).numpy()
+
+    fp32 = ort_run(_two_convs(w))
+    scale = np.abs(fp32).max()
+    emulated, reference = ort_run(emulate_fp16(_two_convs(w))), torch_fp16(w)
+    err = np.abs(emulated - fp32).max() / scale
+    assert 1e-4 < err < 3e-3                                             # FP16's 11 bits, not FP32's
+    assert np.abs(emulated - reference).max() / scale < 2e-3 and np.mean(emulated != reference) < 0.02
+    # what the real cast pass gives on this provider: FP16-rounded weights, FP32 activations (so
+    # it cannot be what the trials run: with weights FP16 holds exactly it equals FP32)
+    rounded_weights = ort_run(_two_convs(w.astype(np.float16).astype(np.float32)))
+    assert np.abs(ort_run(convert_to_fp16(_two_convs(w))) - rounded_weights).max() / scale < 1e-5
+    assert np.abs(emulated - rounded_weights).max() / scale > 1e-4
+    # convolutions kept FP32 are FP32; an FP16 overflow becomes inf, as on a GPU
+    assert np.array_equal(ort_run(emulate_fp16(_two_convs(w), keep_fp32={"conv_a", "conv_b"})), fp32)
+    assert np.isinf(ort_run(emulate_fp16(_two_convs(w * 3e3)))).any()
