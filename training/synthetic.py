@@ -441,9 +441,14 @@ class SyntheticClips(torch.utils.data.Dataset):
     def _rng(self, index: int) -> _Rng:
         return _Rng(zlib.crc32(f"dainrt-synthetic:{self.seed}:{index}".encode()))
 
-    def _motion(self, rng: _Rng) -> tuple[float, float]:
+    def _motion(self, rng: _Rng, wide: bool = False) -> tuple[float, float]:
+        """A displacement (x, y) px in a random direction: `wide` draws its length uniform in
+        [1/2, 1] x max_motion, else from the layers' mix (small uniform or log-uniform)."""
         st = self.settings
-        m = rng.uniform(0.0, st.small_motion) if rng.chance(0.5) else rng.log_uniform(0.5, st.max_motion)
+        if wide:
+            m = rng.uniform(0.5, 1.0) * st.max_motion
+        else:
+            m = rng.uniform(0.0, st.small_motion) if rng.chance(0.5) else rng.log_uniform(0.5, st.max_motion)
         a = rng.uniform(0, 2 * math.pi)
         return m * math.cos(a), m * math.sin(a)
 
@@ -454,11 +459,7 @@ class SyntheticClips(torch.utils.data.Dataset):
         held = rng.chance(st.held_chance)
         pan = (0.0, 0.0)
         if rng.chance(st.pan_chance):
-            if st.wide_pan_chance > 0 and rng.chance(st.wide_pan_chance):
-                m, a = rng.uniform(0.5, 1.0) * st.max_motion, rng.uniform(0, 2 * math.pi)
-                pan = (m * math.cos(a), m * math.sin(a))
-            else:
-                pan = self._motion(rng)
+            pan = self._motion(rng, wide=st.wide_pan_chance > 0 and rng.chance(st.wide_pan_chance))
         pan = (pan[0] * st.pan_scale, pan[1] * st.pan_scale)
 
         def poses(x, y, own, turn, zoom, scale) -> tuple[Pose, Pose]:
