@@ -213,10 +213,14 @@ def _warp_inputs(model, clips):
 
 
 def test_train_writes_checkpoints_and_resumes(tmp_path):
+    from PIL import Image
     from dainrt.model.checkpoint import load_model
 
+    (tmp_path / "pictures").mkdir()
+    picture = (_texture(200, 200, seed=2) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(picture).save(tmp_path / "pictures" / "photo.png")
     cfg = TrainConfig(out=str(tmp_path / "run"), phase="flow", width=0.25, size=64, batch=2, steps=2,
-                      val_clips=2, val_every=2, log_every=1, images=[])
+                      val_clips=2, val_every=2, log_every=1, images=[str(tmp_path / "pictures")])
     lines = []
     first = train(cfg, log=lines.append)
     assert math.isfinite(first["val_psnr"]) and math.isfinite(first["val_epe"])
@@ -224,10 +228,12 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
         assert (tmp_path / "run" / name).is_file()
     state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert state["step"] == 2
-    cfg.steps = 3
-    train(cfg, resume=True, log=lines.append)
+    # resuming takes the recipe from the state, its texture pictures included
+    train(TrainConfig(out=cfg.out, steps=3, images=None), resume=True, log=lines.append)
     assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["step"] == 3
-    assert any("step 0 of 2" in line for line in lines) and any("step 2 of 3" in line for line in lines)
+    starts = [line for line in lines if line.startswith("dainrt train: phase")]
+    assert "step 0 of 2" in starts[0] and "step 2 of 3" in starts[1]
+    assert all("phase flow, width 0.25," in line and " 1 pictures for textures" in line for line in starts)
     half = load_model(tmp_path / "run" / "best-fp16.pth")
     assert next(half.parameters()).dtype == torch.float32 and half.config.width == 0.25
 

@@ -15,7 +15,9 @@ Four phases, all supervised by what the generator knows, meant to run in this or
   pair of overlapping layers, so that the nearer layer gets the smaller log-depth. The flow
   projection weighs a source pixel by ``exp(-log-depth)``, so where projections collide the
   nearer layer then wins (an untrained depth net gives log-depth 0 everywhere: plain averaging).
-  Its validation score is the depth-order accuracy (`depth_order_accuracy`).
+  Its validation score is the depth-order accuracy (`depth_order_accuracy`). Its BatchNorms
+  normalise with each batch's statistics while it trains; before every validation their running
+  statistics, which inference uses, are measured on 64 generated pictures (`recalibrate_batchnorm`).
 * ``full``: the whole network end to end, Charbonnier loss on the rectified output against the
   rendered in-between frame (the official loss), with the official per-module learning-rate
   multipliers (flow x0.01, depth x0.001). A multiplier of 0 freezes that module: it then runs
@@ -72,6 +74,7 @@ VAL_SEED_OFFSET = 1_000_003          # validation clips come from another seed: 
 PHASES = ("features", "flow", "depth", "full")
 DEPTH_SI_LAMBDA = 0.85               # scale-invariant loss: 1 ignores a global offset, 0 is plain L2
 DEPTH_MARGIN = 0.3                   # hinge: nearer layer's mean log-depth this much below the farther's
+BN_CLIPS = 32                        # depth phase: clips (2 frames each) that set MegaDepth's BatchNorm statistics
 DEPTH_MIN_PIXELS = 16                # a layer counts in the ordinal loss / metric when this many pixels show it
 
 
@@ -93,6 +96,7 @@ class TrainConfig:
     quarter_chance: float = 0.0      # share of clips at t = 0.25 / 0.5 / 0.75 (x4 gaps)
     wide_pan_chance: float = 0.0     # share of pans near the largest (ClipSettings)
     perspective: bool = False        # sprite depth follows sprite size (ClipSettings)
+    defocus: float = 0.0             # depth of field, largest blur std px (ClipSettings)
     flicker_chance: float = 0.3      # share of clips with brightness flicker
     ordinal_loss: float = 1.0        # depth phase: weight of the pairwise hinge next to the SI loss
     seed: int = 0
@@ -207,17 +211,58 @@ def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Mo
     return groups, frozen
 
 
-def _set_train(model: DAIN, frozen: list[torch.nn.Module]) -> None:
+def _set_train(model: DAIN, frozen: list[torch.nn.Module], phase: str) -> None:
     model.train()
     for module in frozen:
         module.eval()            # frozen BatchNorm keeps its running statistics
-    # MegaDepth's BatchNorms always normalise with their running statistics, as at inference: with
-    # 4-8 generated pictures a batch, batch statistics are far from any running average, so a net
-    # trained on them is not the net validation and users run (the same weights ordered 52 % of
-    # the validation layer pairs with running statistics, 67 % with the batch's).
-    for module in model.depthNet.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.eval()
+    # Outside the depth phase MegaDepth's BatchNorms keep the statistics the depth phase measured
+    # (`recalibrate_batchnorm`): a few pictures a batch would drag them away from the population's.
+    if phase != "depth":
+        for module in model.depthNet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, images: torch.Tensor, chunk: int = 8) -> None:
+    """Set every BatchNorm's running statistics of `net` to their averages over `images`
+    (B,3,H,W) RGB [0,1], each layer seeing the layers before it already normalised this way.
+
+    The depth phase trains MegaDepth on batch statistics (normalised layers learn much faster
+    than with frozen statistics), but inference uses running statistics: a momentum average over
+    batches of 8 generated pictures lags the weights and is far from the population, so the
+    net users run is not the net that trained (the same weights once ordered 67 % of the
+    validation layer pairs with batch statistics, 52 % with the momentum average).
+    """
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    moments = {m: [0.0, 0.0, 0] for m in norms}        # sum of chunk means, of chunk E[x^2], chunks
+
+    def measure(module, inputs):
+        x = inputs[0].double()
+        acc = moments[module]
+        acc[0] = acc[0] + x.mean((0, 2, 3))
+        acc[1] = acc[1] + (x * x).mean((0, 2, 3))
+        acc[2] += 1
+
+    modes = [m.training for m in norms]
+    hooks = [m.register_forward_pre_hook(measure) for m in norms]
+    try:
+        for m in norms:
+            m.train()            # the chunk's own statistics normalise it on the way down
+        for i in range(0, len(images), chunk):
+            net(images[i:i + chunk])
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in zip(norms, modes):
+            m.train(training)
+    # Mean and variance over every pixel of every picture: per-chunk variances alone would miss
+    # how much the chunks' means differ.
+    for m, (sum_mean, sum_square, n) in moments.items():
+        mean = sum_mean / n
+        m.running_mean.copy_(mean)
+        m.running_var.copy_((sum_square / n - mean * mean).clamp(min=0))
+        m.num_batches_tracked.fill_(n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -463,7 +508,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     device = _device(cfg.device)
     state_path = out / "last.pth"
     state = None
-    images = load_images(cfg.images)
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
@@ -474,7 +518,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
         model = DAIN(ModelConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
-    else:
+    images = load_images(cfg.images)           # the saved run's pictures when resuming
+    if state is None:
         model = build_model(cfg, images)
     model.to(device)
     groups, frozen = _groups(model, cfg)
@@ -493,11 +538,15 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
                           settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion),
                                                 pan_scale=cfg.pan_scale, centred=cfg.centred,
                                                 quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance,
-                                                wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective))
-    # Validation keeps the default motions; its sprite depths follow the training's rule.
+                                                wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective,
+                                                defocus=cfg.defocus))
+    # Validation keeps the default motions; its sprite depths and depth of field follow the training's.
     val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5,
-                             settings=ClipSettings(perspective=cfg.perspective))
+                             settings=ClipSettings(perspective=cfg.perspective, defocus=cfg.defocus))
     val_clips = [val_set[i] for i in range(cfg.val_clips)]
+    if cfg.phase == "depth":        # training clips of a seed of their own (`recalibrate_batchnorm`)
+        bn_set = SyntheticClips(cfg.size, seed=cfg.seed + 2 * VAL_SEED_OFFSET + 1, images=images, settings=data.settings)
+        bn_images = torch.cat([torch.stack((c.frame0, c.frame1)) for c in (bn_set[i] for i in range(BN_CLIPS))]).to(device)
     # One worker renders clips while the main process trains (it uses one thread of its own).
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch, sampler=range(step * cfg.batch, cfg.steps * cfg.batch),
@@ -516,19 +565,23 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         nonlocal best
         # The depth phase changes nothing but the depth net: its score alone (the network's PSNR
         # on the same clips costs ~20x more on a CPU).
-        metrics = validate_depth(model, val_clips, device) if cfg.phase == "depth" else validate(model, val_clips, device)
+        if cfg.phase == "depth":
+            recalibrate_batchnorm(model.depthNet, bn_images)
+            metrics = validate_depth(model, val_clips, device)
+        else:
+            metrics = validate(model, val_clips, device)
         if score(metrics, cfg.phase) > best:
             best = score(metrics, cfg.phase)
             save_checkpoint(model, model.config, out / "best.pth")
             save_fp16(model, out / "best-fp16.pth")
         emit({"step": step, "elapsed_s": round(elapsed, 1), **metrics, "best_score": best})
-        _set_train(model, frozen)
+        _set_train(model, frozen, cfg.phase)
         return metrics
 
     start = time.monotonic() - elapsed          # elapsed counts every run of this training
     this_run = time.monotonic()
     metrics = {}
-    _set_train(model, frozen)
+    _set_train(model, frozen, cfg.phase)
     running, window = [], time.monotonic()
     bar = progress_bar(loader, total=cfg.steps, initial=step, desc=f"training ({cfg.phase})", unit="step",
                        show=None if progress else False)
