@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from dainrt.training import synthetic as S
-from dainrt.training.train import TrainConfig, _groups, depth_loss, depth_order_accuracy, layer_means, train
+from dainrt.training.train import (TrainConfig, _groups, depth_loss, depth_order_accuracy, layer_means,
+                                  recalibrate_batchnorm, train)
 
 
 @pytest.fixture(autouse=True)
@@ -152,11 +153,59 @@ def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
     metrics = train(cfg, log=lambda line: None)
     assert 0.0 <= metrics["val_depth_order"] <= 1.0 and metrics["val_depth_pairs"] >= 1
     assert (tmp_path / "run" / "best.pth").is_file()
-    # the depth net trained while its BatchNorms kept their running statistics (as at inference:
-    # a new model's, 0 and 1)
+    # validation ran the depth net on running statistics measured over generated pictures
+    # (`recalibrate_batchnorm`), not a new model's 0 and 1
     from dainrt.model.checkpoint import load_model
 
     trained = load_model(tmp_path / "run" / "best.pth")
-    stats = [k for k in model.state_dict() if k.startswith("depthNet.") and k.endswith(("running_mean", "running_var"))]
-    assert stats and all(torch.equal(trained.state_dict()[k], model.state_dict()[k]) for k in stats)
+    var = trained.state_dict()["depthNet.1.running_var"]
+    assert not torch.equal(var, model.state_dict()["depthNet.1.running_var"]) and float(var.min()) > 0
 
+
+def test_recalibrated_batchnorm_matches_the_batch_statistics():
+    """After recalibration on a set, inference-mode outputs on it are the batch-statistics ones:
+    exactly for one chunk, and closely for several (each chunk's statistics averaged)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8, affine=False), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    images = S.SyntheticClips(32, seed=1, images=[])
+    x = torch.stack([images[i].frame0 for i in range(16)]) * 3 + 1      # far from the default 0 / 1
+    with torch.no_grad():
+        batch_stats = net.train()(x)
+        net.eval()
+        recalibrate_batchnorm(net, x, chunk=16)
+        assert not net[1].training and net[1].momentum == 0.1         # mode and momentum kept
+        assert torch.allclose(net.eval()(x), batch_stats, atol=1e-3)
+        recalibrate_batchnorm(net, x, chunk=4)
+        assert torch.allclose(net.eval()(x), batch_stats, atol=0.25)
+        assert (net(x) - batch_stats).abs().mean() < 0.02
+
+
+def test_defocus_blurs_the_layers_behind_the_nearest_and_keeps_the_sharp_draws():
+    sharp = S.SyntheticClips(128, seed=5, images=[], settings=S.ClipSettings(perspective=True))
+    blurred = S.SyntheticClips(128, seed=5, images=[], settings=S.ClipSettings(perspective=True, defocus=4.0))
+    assert torch.equal(S.SyntheticClips(64, seed=2, images=[])[3].frame0,
+                       S.SyntheticClips(64, seed=2, images=[], settings=S.ClipSettings(defocus=0.0))[3].frame0)
+
+    def detail(image, index, k):     # mean |Laplacian| on the pixels that show layer k
+        lap = (4 * image[:, 1:-1, 1:-1] - image[:, :-2, 1:-1] - image[:, 2:, 1:-1] - image[:, 1:-1, :-2] - image[:, 1:-1, 2:]).abs().mean(0)
+        mask = index[0, 1:-1, 1:-1] == k
+        return float(lap[mask].mean()) if int(mask.sum()) > 200 else None
+
+    ratios = []
+    for i in range(12):
+        a = sharp[i]
+        scene_a, t = sharp.scene(i)
+        scene_b, t_b = blurred.scene(i)
+        assert t == t_b and [l.depth for l in scene_a.layers] == [l.depth for l in scene_b.layers]
+        near = len(scene_a.layers) - 1
+        assert torch.equal(scene_b.layers[near].texture, scene_a.layers[near].texture)      # in focus
+        if near == 0:
+            continue
+        # on the rendered frames: the inputs' sensor noise would add detail of its own
+        bg_sharp, bg_blur = detail(S.render(scene_a, 0.0)[0], a.layers0, 0), detail(S.render(scene_b, 0.0)[0], a.layers0, 0)
+        if bg_sharp is not None:
+            ratios.append(bg_blur / bg_sharp)
+    # the background (depth 100) lost detail in every clip, half of it on average (smooth
+    # textures lose less)
+    assert len(ratios) >= 5 and max(ratios) < 0.9 and sum(ratios) / len(ratios) < 0.6

@@ -12,7 +12,8 @@ Ground-truth flows 0->1 and 1->0 (pixels, channel 0 = right, 1 = down), layer de
 frames 0 and 1, which layer each pixel shows and which layers overlap (`LayerTruth`, the depth
 phase's supervision) come with each clip. `ClipSettings` can widen the motion (camera pans as
 large as the layers' own motion, sprites kept on screen half-way, pans near the largest) and draw
-x4 gaps (t = 0.25 / 0.5 / 0.75) and sprite depths that follow their size; its defaults draw
+x4 gaps (t = 0.25 / 0.5 / 0.75), sprite depths that follow their size and a depth of field
+(layers behind the nearest one blurred by their distance); its defaults draw
 exactly the clips of earlier versions. Also: brightness flicker (stop-motion lighting; the gain
 at t is interpolated linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -297,6 +298,32 @@ def texture(rng: _Rng, images: Sequence[torch.Tensor], h: int, w: int) -> torch.
     return tex.clamp(0, 1)
 
 
+def _blur(x: torch.Tensor, sigma: float, grow: bool = False) -> torch.Tensor:
+    """Separable Gaussian blur of (C,h,w) with std `sigma` px (radius 3 sigma): the same size with
+    the borders reflected, or with `grow` zeros around it and 2 x radius larger (nothing cut off)."""
+    r = max(1, min(math.ceil(3 * sigma), min(x.shape[-2:]) - 1))
+    taps = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    taps = taps / taps.sum()
+    c = x.shape[0]
+    x = F.pad(x[None], (2 * r,) * 4) if grow else F.pad(x[None], (r,) * 4, mode="reflect")
+    x = F.conv2d(x, taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)[0]
+
+
+def defocused(layer: Layer, sigma: float) -> Layer:
+    """`layer` seen out of focus: texture and alpha blurred by a Gaussian of std `sigma` screen
+    pixels (sigma / scale texture pixels at its start pose); a sprite's texture grows by the blur's
+    reach so that its widened soft edge is not cut off (its centre stays where it was)."""
+    sigma = sigma / layer.start.scale
+    if sigma < 0.3:
+        return layer
+    if layer.alpha is None:
+        return replace(layer, texture=_blur(layer.texture, sigma))
+    both = _blur(torch.cat((layer.texture * layer.alpha, layer.alpha)), sigma, grow=True)   # premultiplied
+    alpha = both[3:].clamp(0, 1)
+    return replace(layer, texture=(both[:3] / alpha.clamp(min=1e-6)).clamp(0, 1), alpha=alpha)
+
+
 def sprite_alpha(rng: _Rng, h: int, w: int) -> torch.Tensor:
     """A soft-edged (anti-aliased, ~1 texel) shape filling part of an (h, w) canvas: (1,h,w)."""
     ys, xs = torch.meshgrid(
@@ -417,6 +444,8 @@ class ClipSettings:
                                    # log-uniform draw makes pans near the largest rare: ~3 % above 40 px of 64)
     perspective: bool = False      # a sprite's depth follows its size (nearer = larger, as through a lens,
                                    # up to a factor-2 jitter): a cue a one-frame depth net can learn besides occlusion
+    defocus: float = 0.0           # depth of field: focus on the nearest layer, a layer at depth d blurred with a
+                                   # Gaussian of std k x (1 - d_near / d) px, k uniform in [0.3, 1] x this (0: all sharp)
 
 
 class SyntheticClips(torch.utils.data.Dataset):
@@ -505,6 +534,10 @@ class SyntheticClips(torch.utils.data.Dataset):
             t = (0.25, 0.5, 0.75)[rng.integer(0, 2)]
         else:
             t = 0.5 if rng.chance(st.middle_chance) else rng.uniform(0.1, 0.9)
+        if st.defocus > 0:       # drawn last: the other draws stay those of a sharp clip
+            strength = rng.uniform(0.3, 1.0) * st.defocus
+            near = min(layer.depth for layer in layers)
+            scene.layers = [defocused(layer, strength * (1 - near / layer.depth)) for layer in layers]
         return scene, float(t)
 
     def __getitem__(self, index: int) -> Clip:

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "log-uniform, where pans near the largest are rare)")
     p.add_argument("--perspective", action="store_true",
                    help="sprite depth follows sprite size (nearer = larger), a cue the depth net can learn besides occlusion")
+    p.add_argument("--defocus", type=A.float_range(0), default=0.0, metavar="PX",
+                   help="depth of field: layers behind the nearest one blurred, the farthest by a Gaussian of std up to PX "
+                        "pixels (default 0: all sharp), a cue the depth net can learn")
     p.add_argument("--centred", action="store_true",
                    help="place sprites so they are on screen half-way through their motion (large motions)")
     p.add_argument("--quarter-chance", type=A.float_range(0, 1), default=0.0, metavar="P",
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         out=str(args.out), phase=args.phase, width=args.width, size=args.size, batch=args.batch, steps=args.steps,
         lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss, max_motion=args.max_motion,
-        pan_scale=args.pan_scale, centred=args.centred, quarter_chance=args.quarter_chance, wide_pan_chance=args.wide_pan_chance, perspective=args.perspective,
+        pan_scale=args.pan_scale, centred=args.centred, quarter_chance=args.quarter_chance, wide_pan_chance=args.wide_pan_chance, perspective=args.perspective, defocus=args.defocus,
         flicker_chance=args.flicker_chance, ordinal_loss=args.ordinal_loss, val_clips=args.val_clips,
         seed=args.seed, init=None if args.init is None else str(args.init),
         images=None if args.images is None else [str(d) for d in args.images], val_every=args.val_every,
