@@ -209,3 +209,29 @@ def test_defocus_blurs_the_layers_behind_the_nearest_and_keeps_the_sharp_draws()
     # the background (depth 100) lost detail in every clip, half of it on average (smooth
     # textures lose less)
     assert len(ratios) >= 5 and max(ratios) < 0.9 and sum(ratios) / len(ratios) < 0.6
+
+
+def test_depth_check_scores_a_constant_depth_zero_and_its_ablation_equal(tmp_path, small_model):
+    """`python -m dainrt.training.depth_check` on a model whose depth is zeroed: no pair ordered
+    right in any kind of scene, the same PSNR with and without depth; the model itself (random
+    depth) changes the PSNR."""
+    import copy
+    import json
+
+    from dainrt.model.checkpoint import save_checkpoint
+    from dainrt.training.depth_check import main
+    from dainrt.training.evaluate import zero_depth
+
+    flat = save_checkpoint(zero_depth(copy.deepcopy(small_model)), None, tmp_path / "flat.pth")
+    assert main(["--weights", str(flat), "--clips", "3", "--ablation-clips", "2", "--json", str(tmp_path / "flat.json")]) == 0
+    report = json.loads((tmp_path / "flat.json").read_text())
+    assert set(report["depth_order"]) == {"sharp", "perspective", "depth of field"}
+    for row in report["depth_order"].values():
+        assert row["pairs"] >= 3 and row["accuracy"] == 0.0
+        assert row["background_pairs"] + row["sprite_pairs"] == row["pairs"]
+    for row in report["ablation"].values():
+        assert row["clips"] == 2 and row["learned_depth"] == row["zeroed_depth"] and math.isfinite(row["blend"])
+    live = save_checkpoint(small_model, None, tmp_path / "live.pth")
+    assert main(["--weights", str(live), "--clips", "1", "--ablation-clips", "2", "--json", str(tmp_path / "live.json")]) == 0
+    rows = json.loads((tmp_path / "live.json").read_text())["ablation"].values()
+    assert any(r["learned_depth"] != r["zeroed_depth"] for r in rows)
