@@ -225,8 +225,9 @@ def _set_train(model: DAIN, frozen: list[torch.nn.Module], phase: str) -> None:
 
 @torch.no_grad()
 def recalibrate_batchnorm(net: torch.nn.Module, images: torch.Tensor, chunk: int = 8) -> None:
-    """Set every BatchNorm's running statistics of `net` to their averages over `images`
-    (B,3,H,W) RGB [0,1], each layer seeing the layers before it already normalised this way.
+    """Set every BatchNorm's running statistics of `net` to the mean and variance of its input
+    over all of `images` (B,3,H,W) RGB [0,1], run in chunks of `chunk` pictures that the layers
+    before it normalise with the chunk's own statistics, as in training.
 
     The depth phase trains MegaDepth on batch statistics (normalised layers learn much faster
     than with frozen statistics), but inference uses running statistics: a momentum average over
