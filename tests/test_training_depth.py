@@ -162,6 +162,52 @@ def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
     assert not torch.equal(var, model.state_dict()["depthNet.1.running_var"]) and float(var.min()) > 0
 
 
+def test_a_fresh_rectify_net_ignores_depth_so_depth_acts_only_in_the_projection():
+    """Without motion no projections collide, so a depth, learned or not, must not change the
+    output; it did while the rectify net read log-depth through untrained random weights."""
+    from dainrt.model import DAIN, ModelConfig
+    from dainrt.training.evaluate import zero_depth
+    from dainrt.training.train import start_as_warped_blend
+
+    torch.manual_seed(0)
+    model = start_as_warped_blend(DAIN(ModelConfig(0.25))).eval()      # PWC starts at zero flow
+    frames = S.SyntheticClips(64, seed=3, images=[])[0]
+    with torch.no_grad():
+        torch.nn.init.normal_(model.depthNet[-1].weight, std=0.5)      # some depth, far from 0
+        torch.nn.init.normal_(model.rectifyNet.block5[0].weight, std=0.01)    # a residual, as once trained
+        model.depthNet[-1].bias.fill_(1.0)
+        run = lambda m: m(frames.frame0[None], frames.frame1[None], torch.tensor([0.5]))
+        learned = run(model)
+        assert float(model.depthNet(frames.frame0[None]).std()) > 0.05
+        assert torch.allclose(learned, run(zero_depth(model)), atol=1e-5)
+
+
+def test_depth_phase_from_an_untrained_depth_zeroes_the_rectify_nets_depth_weights(tmp_path):
+    from dainrt.model import DAIN, ModelConfig
+    from dainrt.model.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = DAIN(ModelConfig(0.25))            # PyTorch's init: random rectify weights everywhere
+    ctx = model.config.context_channels
+    depth_channels = [model.config.rectify_channels - ctx - 1, model.config.rectify_channels - 1]
+    runs = {}
+    for name, depth_weight in (("untrained", 0.0), ("trained", 0.01)):
+        with torch.no_grad():
+            model.depthNet[-1].weight.fill_(depth_weight)
+        save_checkpoint(model.state_dict(), model.config, tmp_path / f"{name}.pth")
+        cfg = TrainConfig(out=str(tmp_path / name), phase="depth", init=str(tmp_path / f"{name}.pth"), size=64,
+                          batch=2, steps=1, val_clips=2, val_every=1, log_every=1, images=[])
+        train(cfg, log=lambda line: None)
+        runs[name] = load_checkpoint(tmp_path / name / "best.pth")[0]
+    before = model.state_dict()["rectifyNet.block1.0.weight"]
+    untrained, trained = (runs[n]["rectifyNet.block1.0.weight"].float() for n in ("untrained", "trained"))
+    others = [c for c in range(before.shape[1]) if c not in depth_channels]
+    assert float(before[:, depth_channels].abs().min()) > 0
+    assert not untrained[:, depth_channels].any()                      # zeroed ...
+    assert torch.allclose(untrained[:, others], before[:, others], atol=1e-3)   # ... and nothing else
+    assert torch.allclose(trained, before, atol=1e-3)                   # a trained depth keeps them
+
+
 def test_recalibrated_batchnorm_matches_the_batch_statistics():
     """After recalibration on a set, inference-mode outputs on it are the batch-statistics ones:
     exactly for one chunk, and closely for several (each chunk's statistics averaged)."""

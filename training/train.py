@@ -27,7 +27,10 @@ Four phases, all supervised by what the generator knows, meant to run in this or
 rate follows a cosine from ``lr`` down to 10 % of it over ``steps``. A fresh model is He-initialised (PWC's feature pyramid then normalised on
 generated frames, `center_features`) and starts as a flow-warped blend: the kernel
 heads' last conv gives plain bilinear taps (1 on the inner 2x2, 0 elsewhere), the rectify net's
-last conv gives 0 and the depth net's last conv gives log-depth 0 (equal projection weights).
+last conv gives 0 and the depth net's last conv gives log-depth 0 (equal projection weights);
+the rectify net's weights on its log-depth inputs start at 0 and stay there until a ``full``
+phase runs with a learned depth (`rectify_ignores_depth`; the ``depth`` phase zeroes them when it
+starts from an untrained depth net).
 
 State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
 ``save_every`` steps and at the end; ``resume=True`` continues from it. The model with the best
@@ -153,7 +156,22 @@ def start_as_warped_blend(model: DAIN) -> DAIN:
         depth_out = model.depthNet[-1]
         depth_out.weight.zero_()
         depth_out.bias.zero_()
+    rectify_ignores_depth(model)
     return model
+
+
+@torch.no_grad()
+def rectify_ignores_depth(model: DAIN) -> None:
+    """Zero the rectify net's first-conv weights on its two log-depth inputs (the last channel
+    of each warped context). A rectify net trained while the depth was constant 0 never got a
+    gradient there: those weights are still their random init, and a learned depth fed through
+    them is noise added to every output pixel (-0.1 dB on Middlebury). Zeroed, the learned depth
+    acts only where it should, in the flow projection, until a `full` phase trains them."""
+    weight = model.rectifyNet.block1[0].weight          # (out, rectify_channels, 7, 7)
+    ctx = model.config.context_channels
+    first_context = model.config.rectify_channels - 2 * ctx
+    weight[:, first_context + ctx - 1].zero_()
+    weight[:, first_context + 2 * ctx - 1].zero_()
 
 
 @torch.no_grad()
@@ -180,6 +198,8 @@ def build_model(cfg: TrainConfig, images: list[torch.Tensor] | None = None) -> D
         state_dict, config = load_checkpoint(cfg.init)
         model = DAIN(config)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+        if cfg.phase == "depth" and not model.depthNet[-1].weight.any():
+            rectify_ignores_depth(model)        # its depth is untrained: so is the rectify net's use of it
         return model
     torch.manual_seed(cfg.seed)
     model = start_as_warped_blend(DAIN(ModelConfig(cfg.width)))
