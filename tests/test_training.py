@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from dainrt.training import synthetic as S
 from dainrt.training.evaluate import find_sequences, psnr, ssim
 from dainrt.training.train import (FlowLevels, TrainConfig, center_features, charbonnier, displacement_target,
-                                   feature_loss, pwc_flow, start_as_warped_blend, train)
+                                   VAL_SEED_OFFSET, feature_loss, pwc_flow, start_as_warped_blend, train,
+                                   training_settings, validation_clips)
 
 MIDDLEBURY = Path(__file__).parent / "data" / "middlebury"
 CARD = Path(__file__).resolve().parents[1] / "model" / "data" / "MODEL_CARD.md"
@@ -210,6 +211,22 @@ def _warp_inputs(model, clips):
     c1, *p1 = s.frame(clips.frame1)
     flows = s.pair(clips.frame0, clips.frame1, *p0, *p1)
     return clips.frame0, clips.frame1, c0, c1, *flows, clips.t
+
+
+def test_validation_clips_keep_the_default_motions_unless_drawn_like_training():
+    from dataclasses import replace
+
+    cfg = TrainConfig(out="unused", phase="flow", size=64, max_motion=48, pan_scale=1, wide_pan_chance=1.0,
+                      quarter_chance=1.0, val_clips=4)
+    held_out = lambda settings: S.SyntheticClips(64, seed=cfg.seed + VAL_SEED_OFFSET, images=[], t=0.5, settings=settings)
+    default, like = validation_clips(cfg, []), validation_clips(replace(cfg, val_like_training=True), [])
+    for i in range(4):
+        assert default[i].t == like[i].t == 0.5
+        assert torch.equal(default[i].frame0, held_out(S.ClipSettings())[i].frame0)
+        assert torch.equal(like[i].frame0, held_out(training_settings(cfg))[i].frame0)
+    # wide pans: the largest validation motion grows with the training's
+    largest = lambda clips: max(float(c.flow01.norm(dim=0).max()) for c in clips)
+    assert largest(like) > largest(default)
 
 
 def test_train_writes_checkpoints_and_resumes(tmp_path):

@@ -106,6 +106,7 @@ class TrainConfig:
     init: str | None = None          # start from these weights (dainrt or official checkpoint)
     images: list[str] | None = None  # picture folders for textures (None: installed packages')
     val_clips: int = 16
+    val_like_training: bool = False  # validation clips drawn like the training clips (`validation_clips`)
     val_every: int = 200
     save_every: int = 50
     log_every: int = 10
@@ -206,6 +207,24 @@ def build_model(cfg: TrainConfig, images: list[torch.Tensor] | None = None) -> D
     clips = SyntheticClips(cfg.size, seed=cfg.seed + 2 * VAL_SEED_OFFSET, images=images or [])
     center_features(model.flownets, torch.cat([torch.stack((c.frame0, c.frame1)) for c in (clips[i] for i in range(8))]))
     return model
+
+
+def training_settings(cfg: TrainConfig) -> ClipSettings:
+    """What the training clips are drawn from."""
+    return ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion), pan_scale=cfg.pan_scale,
+                        centred=cfg.centred, quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance,
+                        wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective, defocus=cfg.defocus)
+
+
+def validation_clips(cfg: TrainConfig, images: list[torch.Tensor]) -> list:
+    """The held-out validation clips (t = 0.5, a seed of their own). By default they keep the
+    default motions, so that runs with different motions are scored alike, and follow only the
+    training's sprite depths and depth of field; with `val_like_training` they are drawn like the
+    training clips, for a run that learns motions the default clips do not hold (wide pans)."""
+    settings = training_settings(cfg) if cfg.val_like_training else ClipSettings(perspective=cfg.perspective,
+                                                                                   defocus=cfg.defocus)
+    val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5, settings=settings)
+    return [val_set[i] for i in range(cfg.val_clips)]
 
 
 def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Module]]:
@@ -555,16 +574,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     else:
         torch.manual_seed(cfg.seed)
 
-    data = SyntheticClips(cfg.size, seed=cfg.seed, images=images,
-                          settings=ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion),
-                                                pan_scale=cfg.pan_scale, centred=cfg.centred,
-                                                quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance,
-                                                wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective,
-                                                defocus=cfg.defocus))
-    # Validation keeps the default motions; its sprite depths and depth of field follow the training's.
-    val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5,
-                             settings=ClipSettings(perspective=cfg.perspective, defocus=cfg.defocus))
-    val_clips = [val_set[i] for i in range(cfg.val_clips)]
+    data = SyntheticClips(cfg.size, seed=cfg.seed, images=images, settings=training_settings(cfg))
+    val_clips = validation_clips(cfg, images)
     if cfg.phase == "depth":        # training clips of a seed of their own (`recalibrate_batchnorm`)
         bn_set = SyntheticClips(cfg.size, seed=cfg.seed + 2 * VAL_SEED_OFFSET + 1, images=images, settings=data.settings)
         bn_images = torch.cat([torch.stack((c.frame0, c.frame1)) for c in (bn_set[i] for i in range(BN_CLIPS))]).to(device)
