@@ -169,10 +169,8 @@ def rectify_ignores_depth(model: DAIN) -> None:
     them is noise added to every output pixel (-0.1 dB on Middlebury). Zeroed, the learned depth
     acts only where it should, in the flow projection, until a `full` phase trains them."""
     weight = model.rectifyNet.block1[0].weight          # (out, rectify_channels, 7, 7)
-    ctx = model.config.context_channels
-    first_context = model.config.rectify_channels - 2 * ctx
-    weight[:, first_context + ctx - 1].zero_()
-    weight[:, first_context + 2 * ctx - 1].zero_()
+    last = model.config.rectify_channels - 1            # the two warped contexts come last
+    weight[:, [last - model.config.context_channels, last]] = 0
 
 
 @torch.no_grad()
