@@ -166,6 +166,30 @@ def test_warped_blend_start_and_a_few_steps_reduce_the_loss():
     assert min(losses[-2:]) < losses[0] * 0.9, losses
 
 
+def test_robust_flow_loss_keeps_a_few_huge_errors_from_outweighing_the_rest():
+    """One 4x4 block of a 16x16 quarter-res flow off by 50 px (a wide pan the net misses), the
+    rest off by 1 px: in the mean EPE the block is most of the loss; at power 0.4 a small part,
+    and the loss is exactly the mean of (error + eps) ** 0.4."""
+    from dainrt.model import DAIN, ModelConfig
+
+    model = DAIN(ModelConfig(0.25))
+    gt = torch.zeros(1, 2, 64, 64)
+    pred = torch.zeros(1, 2, 16, 16)
+    pred[:, 0] = 1.0
+    pred[:, 0, :4, :4] = 50.0
+    block = 16 / 256
+    shares = {}
+    for power in (1.0, 0.4):
+        loss = float(FlowLevels(model.flownets, power).loss(pred, gt))
+        huge, small = block * 50.0 ** power, (1 - block) * 1.0 ** power
+        if power == 1:
+            assert loss == pytest.approx(huge + small, rel=1e-6)
+        else:
+            assert loss == pytest.approx(block * 50.01**power + (1 - block) * 1.01**power, rel=1e-6)
+        shares[power] = huge / (huge + small)
+    assert shares[1.0] > 0.75 and shares[0.4] < 0.25, shares
+
+
 def test_displacement_target_expects_the_flow_and_masks_the_window():
     flow = torch.tensor([[[[0.0, 1.25, -3.5, 4.2]], [[0.0, -0.75, 2.0, 0.0]]]])      # (1,2,1,4) grid px
     target, mask = displacement_target(flow, d=4)

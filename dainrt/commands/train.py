@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flow-lr-mult", type=A.float_range(0), default=0.01, help="flow net lr multiplier, 0 freezes (default 0.01)")
     p.add_argument("--depth-lr-mult", type=A.float_range(0), default=0.001, help="depth net lr multiplier, 0 freezes (default 0.001)")
     p.add_argument("--flow-loss", type=A.float_range(0), default=0.0, help="full phase: weight of the supervised flow loss (default 0)")
+    p.add_argument("--flow-loss-power", type=A.float_range(0, 1, lo_open=True), default=1.0, metavar="Q",
+                   help="flow losses count each pixel's end-point error to the power Q (default 1: mean error; "
+                        "0.4, PWC-Net's robust loss, keeps a few huge errors from outweighing the small motions)")
     p.add_argument("--max-motion", type=A.float_range(0, lo_open=True), default=40.0, metavar="PX",
                    help="largest layer motion in the training clips, pixels (default 40; validation keeps 40 unless --val-like-training)")
     p.add_argument("--pan-scale", type=A.float_range(0), default=0.5, metavar="X",
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         out=str(args.out), phase=args.phase, width=args.width, size=args.size, batch=args.batch, steps=args.steps,
-        lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss, max_motion=args.max_motion,
+        lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss,
+        flow_loss_power=args.flow_loss_power, max_motion=args.max_motion,
         pan_scale=args.pan_scale, centred=args.centred, quarter_chance=args.quarter_chance, wide_pan_chance=args.wide_pan_chance, perspective=args.perspective, defocus=args.defocus,
         flicker_chance=args.flicker_chance, ordinal_loss=args.ordinal_loss, val_clips=args.val_clips,
         val_like_training=args.val_like_training,
