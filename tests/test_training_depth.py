@@ -149,7 +149,7 @@ def test_depth_phase_trains_only_the_depth_net_and_scores_depth_order(tmp_path):
     groups, frozen = _groups(model, TrainConfig(out="unused", phase="depth"))
     assert [g["name"] for g in groups] == ["depthNet"] and model.flownets in frozen
     cfg = TrainConfig(out=str(tmp_path / "run"), phase="depth", width=0.25, size=64, batch=2, steps=2,
-                      val_clips=3, val_every=2, log_every=1, images=[], quarter_chance=0.5)
+                      val_clips=3, bn_clips=8, val_every=2, log_every=1, images=[], quarter_chance=0.5)
     metrics = train(cfg, log=lambda line: None)
     assert 0.0 <= metrics["val_depth_order"] <= 1.0 and metrics["val_depth_pairs"] >= 1
     assert (tmp_path / "run" / "best.pth").is_file()
@@ -196,7 +196,7 @@ def test_depth_phase_from_an_untrained_depth_zeroes_the_rectify_nets_depth_weigh
             model.depthNet[-1].weight.fill_(depth_weight)
         save_checkpoint(model.state_dict(), model.config, tmp_path / f"{name}.pth")
         cfg = TrainConfig(out=str(tmp_path / name), phase="depth", init=str(tmp_path / f"{name}.pth"), size=64,
-                          batch=2, steps=1, val_clips=2, val_every=1, log_every=1, images=[])
+                          batch=2, steps=1, val_clips=2, bn_clips=8, val_every=1, log_every=1, images=[])
         train(cfg, log=lambda line: None)
         runs[name] = load_checkpoint(tmp_path / name / "best.pth")[0]
     before = model.state_dict()["rectifyNet.block1.0.weight"]
