@@ -14,7 +14,7 @@ from dainrt.training import synthetic as S
 from dainrt.training.evaluate import find_sequences, psnr, ssim
 from dainrt.training.train import (FlowLevels, TrainConfig, center_features, charbonnier, displacement_target,
                                    VAL_SEED_OFFSET, feature_loss, pwc_flow, start_as_warped_blend, train,
-                                   training_settings, validation_clips)
+                                   score, training_settings, validation_sets)
 
 MIDDLEBURY = Path(__file__).parent / "data" / "middlebury"
 CARD = Path(__file__).resolve().parents[1] / "model" / "data" / "MODEL_CARD.md"
@@ -119,6 +119,49 @@ def test_sprite_motion_flow_and_depth_agree_with_rendering():
     assert float(d0[0, 30, 30]) == pytest.approx(5.0) and float(d0[0, 2, 2]) == pytest.approx(100.0)
     assert float(flow[:, 2, 2].abs().max()) < 1e-5
     assert 3.0 < float(flow[:, 30, 30].norm()) < 8.0
+
+
+def test_flat_layers_have_one_colour_each():
+    clips = S.SyntheticClips(64, seed=4, images=[], settings=S.ClipSettings(flat_chance=1.0))
+    for i in range(4):
+        scene, _ = clips.scene(i)
+        for layer in scene.layers:
+            assert float(layer.texture.flatten(1).std(1).max()) == 0.0
+    some = S.SyntheticClips(64, seed=4, images=[], settings=S.ClipSettings(flat_chance=0.3))
+    flat = [float(layer.texture.flatten(1).std(1).max()) == 0.0 for i in range(12) for layer in some.scene(i)[0].layers]
+    assert 0.1 < sum(flat) / len(flat) < 0.6
+
+
+def test_motion_blur_smears_along_the_motion_only():
+    """A layer moving 12 px to the right, exposed for half the interval: the frame is the mean of
+    renders across 6 px of motion. Stripes across the motion are smeared, stripes along it kept."""
+    def moving(tex):
+        return S.Scene(48, 64, [S.Layer(tex, None, 100.0, S.Pose(32.0, 24.0), S.Pose(44.0, 24.0))])
+
+    scene = moving(_texture(seed=4))
+    blurred = S.exposed(scene, 0.5, 0.5, 4)
+    renders = [S.render(scene, u)[0] for u in (0.25, 0.25 + 1 / 6, 0.25 + 2 / 6, 0.75)]
+    assert torch.allclose(blurred, torch.stack(renders).mean(0), atol=1e-6)
+    wave = 0.5 + 0.4 * torch.sin(torch.arange(96.0) * 2 * math.pi / 8)          # period 8 px
+    across, along = moving(wave.expand(3, 96, 96).clone()), moving(wave.view(96, 1).expand(3, 96, 96).clone())
+    contrast = lambda x: float(x[:, 8:-8, 8:-8].std())
+    assert contrast(S.exposed(across, 0.5, 0.5, 7)) < 0.3 * contrast(S.render(across, 0.5)[0])
+    assert torch.allclose(S.exposed(along, 0.5, 0.5, 7), S.render(along, 0.5)[0], atol=1e-5)
+
+
+def test_clips_with_a_shutter_blur_the_frames_and_keep_the_truth():
+    sharp = S.SyntheticClips(64, seed=8, images=[], settings=S.ClipSettings(max_motion=32))
+    blurry = S.SyntheticClips(64, seed=8, images=[], settings=S.ClipSettings(max_motion=32, shutter=0.3))
+    assert all(sharp.exposures(i) == (0.0, 0.0, 0.0) for i in range(8))
+    exposures = [blurry.exposures(i) for i in range(8)]
+    assert exposures == [blurry.exposures(i) for i in range(8)]           # seeded
+    assert all(0.0 <= e <= 0.3 for es in exposures for e in es) and max(map(max, exposures)) > 0.2
+    for i in range(8):
+        a, b = sharp[i], blurry[i]
+        assert torch.equal(a.flow01, b.flow01) and torch.equal(a.depth0, b.depth0) and a.t == b.t
+        assert torch.equal(a.layers0, b.layers0)
+        moving = float(a.flow01.norm(dim=0).max()) > 2 and blurry.exposures(i)[0] > 0.05
+        assert (not torch.equal(a.frame0, b.frame0)) == moving or not moving
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,20 +280,37 @@ def _warp_inputs(model, clips):
     return clips.frame0, clips.frame1, c0, c1, *flows, clips.t
 
 
-def test_validation_clips_keep_the_default_motions_unless_drawn_like_training():
+def test_validation_keeps_the_default_motions_and_adds_a_training_like_set():
     from dataclasses import replace
 
     cfg = TrainConfig(out="unused", phase="flow", size=64, max_motion=48, pan_scale=1, wide_pan_chance=1.0,
-                      quarter_chance=1.0, val_clips=4)
-    held_out = lambda settings: S.SyntheticClips(64, seed=cfg.seed + VAL_SEED_OFFSET, images=[], t=0.5, settings=settings)
-    default, like = validation_clips(cfg, []), validation_clips(replace(cfg, val_like_training=True), [])
+                      quarter_chance=1.0, flat_chance=0.5, val_clips=4)
+    held_out = lambda k, settings: S.SyntheticClips(64, seed=cfg.seed + VAL_SEED_OFFSET + k, images=[], t=0.5,
+                                                    settings=settings)
+    alone, both = validation_sets(cfg, []), validation_sets(replace(cfg, val_like_training=True), [])
+    assert list(alone) == ["val"] and list(both) == ["val", "val_train"]
+    default, like = both["val"], both["val_train"]
     for i in range(4):
         assert default[i].t == like[i].t == 0.5
-        assert torch.equal(default[i].frame0, held_out(S.ClipSettings())[i].frame0)
-        assert torch.equal(like[i].frame0, held_out(training_settings(cfg))[i].frame0)
+        assert torch.equal(alone["val"][i].frame0, default[i].frame0)
+        # the default motions with the training's scene content (here: flat layers)
+        assert torch.equal(default[i].frame0, held_out(0, S.ClipSettings(flat_chance=0.5))[i].frame0)
+        assert torch.equal(like[i].frame0, held_out(1, training_settings(cfg))[i].frame0)
     # wide pans: the largest validation motion grows with the training's
     largest = lambda clips: max(float(c.flow01.norm(dim=0).max()) for c in clips)
     assert largest(like) > largest(default)
+
+
+def test_two_set_score_is_the_smaller_gain_over_the_start():
+    start = {"val_epe": 2.0, "val_train_epe": 10.0}
+    # EPE 2 -> 1.8 (10 % better) and 10 -> 8 (20 % better): the smaller gain, 10 %
+    assert score({"val_epe": 1.8, "val_train_epe": 8.0}, "flow", start) == pytest.approx(0.1)
+    # a large gain on the wide pans cannot hide a loss on the default motions
+    assert score({"val_epe": 2.2, "val_train_epe": 5.0}, "flow", start) == pytest.approx(-0.1)
+    assert score({"val_epe": 2.2, "val_train_epe": 5.0}, "flow", start) < score({"val_epe": 2.0, "val_train_epe": 9.9}, "flow", start)
+    # one set: the phase's metric itself
+    assert score({"val_epe": 1.5}, "flow") == -1.5
+    assert score({"val_psnr": 30.0, "val_train_psnr": 33.0}, "full", {"val_psnr": 30.0, "val_train_psnr": 30.0}) == 0.0
 
 
 def test_train_writes_checkpoints_and_resumes(tmp_path):

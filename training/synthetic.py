@@ -14,7 +14,9 @@ phase's supervision) come with each clip. `ClipSettings` can widen the motion (c
 large as the layers' own motion, sprites kept on screen half-way, pans near the largest) and draw
 x4 gaps (t = 0.25 / 0.5 / 0.75), sprite depths that follow their size and a depth of field
 (layers behind the nearest one blurred by their distance); its defaults draw
-exactly the clips of earlier versions. Also: brightness flicker (stop-motion lighting; the gain
+exactly the clips of earlier versions. It can also draw flat-coloured layers (cut-out puppets on a
+plain backdrop: no texture inside, only edges show the motion) and motion blur (each frame the mean
+of renders across an exposure, as a real camera's shutter blurs a pan). Also: brightness flicker (stop-motion lighting; the gain
 at t is interpolated linearly), held frames (no motion), a little sensor noise and 8-bit rounding on the inputs.
 
 Everything is seeded: `SyntheticClips(seed=s)[i]` is the same clip on every call.
@@ -164,6 +166,14 @@ def render(scene: Scene, s: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The scene at time s: image (3,H,W) (gain not applied) and depth (1,H,W), alpha-composited."""
     image, depth, _ = render_layers(scene, s)
     return image, depth
+
+
+def exposed(scene: Scene, s: float, exposure: float, renders: int) -> torch.Tensor:
+    """The image (3,H,W) (gain not applied) with the shutter open from s - exposure/2 to
+    s + exposure/2 (fractions of the 0->1 interval): the mean of `renders` >= 2 renders spread evenly
+    across it, i.e. motion blur. Depth, flow and layer truth stay those of the instant s."""
+    times = [s + exposure * (k / (renders - 1) - 0.5) for k in range(renders)]
+    return torch.stack([render(scene, u)[0] for u in times]).mean(0)
 
 
 def flow(scene: Scene, s_from: float, s_to: float) -> torch.Tensor:
@@ -446,6 +456,10 @@ class ClipSettings:
                                    # up to a factor-2 jitter): a cue a one-frame depth net can learn besides occlusion
     defocus: float = 0.0           # depth of field: focus on the nearest layer, a layer at depth d blurred with a
                                    # Gaussian of std k x (1 - d_near / d) px, k uniform in [0.3, 1] x this (0: all sharp)
+    flat_chance: float = 0.0       # share of layers (background included) of one flat colour: the stop-motion
+                                   # puppet on a plain backdrop, whose motion only its edges show
+    shutter: float = 0.0           # motion blur: each frame's exposure uniform in [0, this] x the 0->1 interval
+                                   # (frames 0, 1 and t drawn apart, as a camera's speed changes; 0: sharp)
 
 
 class SyntheticClips(torch.utils.data.Dataset):
@@ -481,6 +495,19 @@ class SyntheticClips(torch.utils.data.Dataset):
         a = rng.uniform(0, 2 * math.pi)
         return m * math.cos(a), m * math.sin(a)
 
+    def _texture(self, rng: _Rng, side: int) -> torch.Tensor:
+        """A layer's (3,side,side) texture: `texture`, or one flat colour with `flat_chance`."""
+        if self.settings.flat_chance > 0 and rng.chance(self.settings.flat_chance):   # no draw at 0: default clips unchanged
+            return rng.color().expand(3, side, side).clone()
+        return texture(rng, self.images, side, side)
+
+    def exposures(self, index: int) -> tuple[float, float, float]:
+        """Exposure of frames 0, 1 and t of clip `index` (fractions of the 0->1 interval; 0: sharp)."""
+        if self.settings.shutter <= 0:
+            return 0.0, 0.0, 0.0
+        rng = self._rng(index + (2 << 40))         # a stream of its own: the scene and noise draws stay
+        return tuple(rng.uniform(0, self.settings.shutter) for _ in range(3))
+
     def scene(self, index: int) -> tuple[Scene, float]:
         """The scene of clip `index` and its time t."""
         rng, st = self._rng(index), self.settings
@@ -506,7 +533,7 @@ class SyntheticClips(torch.utils.data.Dataset):
                    self._motion(rng) if rng.chance(0.3) else (0.0, 0.0),
                    rng.uniform(-0.03, 0.03) if rng.chance(0.3) else 0.0,
                    rng.uniform(-0.06, 0.06) if rng.chance(0.3) else 0.0, rng.log_uniform(0.8, 1.25))
-        layers.append(Layer(texture(rng, self.images, side, side), None, 100.0, *bg))
+        layers.append(Layer(self._texture(rng, side), None, 100.0, *bg))
         n = rng.integer(0, st.max_sprites)
         smallest = max(16, min(h, w) // 4)
         if st.perspective:          # 12 x (frame side / size) x jitter: depths 8-67 (background 100)
@@ -522,7 +549,7 @@ class SyntheticClips(torch.utils.data.Dataset):
             start, end = poses(rng.uniform(0, w), rng.uniform(0, h), self._motion(rng),
                                rng.uniform(-0.15, 0.15) if rng.chance(0.5) else 0.0,
                                rng.uniform(-0.1, 0.1) if rng.chance(0.4) else 0.0, scale)
-            layers.append(Layer(texture(rng, self.images, tex_side, tex_side), alpha, depth, start, end))
+            layers.append(Layer(self._texture(rng, tex_side), alpha, depth, start, end))
 
         scene = Scene(h, w, layers)
         if rng.chance(st.flicker_chance):
@@ -544,8 +571,10 @@ class SyntheticClips(torch.utils.data.Dataset):
         scene, t = self.scene(index)
         rng = self._rng(index + (1 << 40))          # noise stream, independent of the scene draws
         frames, depths, truth = [], [], []
-        for s in (0.0, 1.0, t):
+        for s, exposure in zip((0.0, 1.0, t), self.exposures(index)):
             image, depth, layers = render_layers(scene, s)
+            if exposure > 0:     # ~2 px of the largest motion between renders: a smear, not copies
+                image = exposed(scene, s, exposure, 2 + math.ceil(exposure * self.settings.max_motion / 2))
             frames.append((image * gain_at(scene, s)).clamp(0, 1))
             depths.append(depth)
             truth.append(layers)

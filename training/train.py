@@ -36,7 +36,9 @@ State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
 ``save_every`` steps and at the end; ``resume=True`` continues from it. The model with the best
 validation score (held-out clips, t = 0.5, inference mode: PSNR of the output, or for
 ``features`` the cost-volume loss, ``flow`` the end-point error, ``depth`` the depth-order accuracy) is kept as ``OUT/best.pth`` and, in
-FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`).
+FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`). With a
+second validation set (`validation_sets`) the score is the smaller relative gain of the two over
+the run's start, measured before its first step and kept in the state.
 Every log line is also appended as JSON to ``OUT/log.jsonl``.
 """
 from __future__ import annotations
@@ -101,6 +103,8 @@ class TrainConfig:
     perspective: bool = False        # sprite depth follows sprite size (ClipSettings)
     defocus: float = 0.0             # depth of field, largest blur std px (ClipSettings)
     flicker_chance: float = 0.3      # share of clips with brightness flicker
+    flat_chance: float = 0.0         # share of flat-coloured layers (ClipSettings)
+    shutter: float = 0.0             # motion blur, largest exposure (ClipSettings)
     ordinal_loss: float = 1.0        # depth phase: weight of the pairwise hinge next to the SI loss
     seed: int = 0
     init: str | None = None          # start from these weights (dainrt or official checkpoint)
@@ -109,7 +113,7 @@ class TrainConfig:
     # Depth phase: clips (2 frames each) that set MegaDepth's BatchNorm statistics. With 32 the same
     # weights ordered 90.5-92.0 % of 961 validation pairs depending on which 64 pictures set them.
     bn_clips: int = 256
-    val_like_training: bool = False  # validation clips drawn like the training clips (`validation_clips`)
+    val_like_training: bool = False  # also validate on clips drawn like the training clips (`validation_sets`)
     val_every: int = 200
     save_every: int = 50
     log_every: int = 10
@@ -214,18 +218,28 @@ def training_settings(cfg: TrainConfig) -> ClipSettings:
     """What the training clips are drawn from."""
     return ClipSettings(max_motion=cfg.max_motion, small_motion=min(6.0, cfg.max_motion), pan_scale=cfg.pan_scale,
                         centred=cfg.centred, quarter_chance=cfg.quarter_chance, flicker_chance=cfg.flicker_chance,
-                        wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective, defocus=cfg.defocus)
+                        wide_pan_chance=cfg.wide_pan_chance, perspective=cfg.perspective, defocus=cfg.defocus,
+                        flat_chance=cfg.flat_chance, shutter=cfg.shutter)
 
 
-def validation_clips(cfg: TrainConfig, images: list[torch.Tensor]) -> list:
-    """The held-out validation clips (t = 0.5, a seed of their own). By default they keep the
-    default motions, so that runs with different motions are scored alike, and follow only the
-    training's sprite depths and depth of field; with `val_like_training` they are drawn like the
-    training clips, for a run that learns motions the default clips do not hold (wide pans)."""
-    settings = training_settings(cfg) if cfg.val_like_training else ClipSettings(perspective=cfg.perspective,
-                                                                                   defocus=cfg.defocus)
-    val_set = SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET, images=images, t=0.5, settings=settings)
-    return [val_set[i] for i in range(cfg.val_clips)]
+def validation_sets(cfg: TrainConfig, images: list[torch.Tensor]) -> dict[str, list]:
+    """The held-out validation clips (t = 0.5, seeds of their own), by metric prefix.
+
+    ``val``: the default motions, so that runs with different motions are scored alike, with the
+    training's scene content (sprite depths, depth of field, flat colours, motion blur). With
+    `val_like_training` also ``val_train``: clips drawn like the training clips, for a run that
+    learns motions the default clips do not hold (wide pans); the run then keeps a checkpoint by
+    the set it improved least (`score`), so that gaining on one cannot hide losing on the other.
+    """
+    content = ClipSettings(perspective=cfg.perspective, defocus=cfg.defocus, flat_chance=cfg.flat_chance,
+                           shutter=cfg.shutter)
+    sets = {"val": content}
+    if cfg.val_like_training:
+        sets["val_train"] = training_settings(cfg)
+    return {prefix: [clips[i] for i in range(cfg.val_clips)]
+            for k, (prefix, settings) in enumerate(sets.items())
+            for clips in [SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET + k, images=images, t=0.5,
+                                         settings=settings)]}
 
 
 def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Module]]:
@@ -517,10 +531,19 @@ def validate_depth(model: DAIN, clips, device: torch.device, batch: int = 4) -> 
     return {"val_depth_order": right / max(pairs, 1), "val_depth_pairs": float(pairs), "val_depth_si": si / max(n, 1)}
 
 
-def score(metrics: dict[str, float], phase: str) -> float:
-    """What the best checkpoint maximises: what the phase trains."""
-    key, sign = {"features": ("val_feature_loss", -1), "flow": ("val_epe", -1), "depth": ("val_depth_order", 1)}.get(phase, ("val_psnr", 1))
-    return sign * metrics[key]
+PHASE_METRIC = {"features": ("feature_loss", -1), "flow": ("epe", -1), "depth": ("depth_order", 1), "full": ("psnr", 1)}
+
+
+def score(metrics: dict[str, float], phase: str, reference: dict[str, float] | None = None) -> float:
+    """What the best checkpoint maximises: the phase's metric (higher is better). With a second
+    validation set (``val_train_*`` metrics), the smaller of the two sets' relative gains over
+    `reference` (the metrics at the run's first step): a checkpoint that worsens either set scores
+    below 0, whatever it gains on the other."""
+    name, sign = PHASE_METRIC[phase]
+    if f"val_train_{name}" not in metrics:
+        return sign * metrics[f"val_{name}"]
+    return min(sign * (metrics[f"{p}_{name}"] - reference[f"{p}_{name}"]) / abs(reference[f"{p}_{name}"])
+               for p in ("val", "val_train"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,7 +556,8 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _save_state(path: Path, model, optimizer, cfg: TrainConfig, step: int, best: float, elapsed: float) -> None:
+def _save_state(path: Path, model, optimizer, cfg: TrainConfig, step: int, best: float, elapsed: float,
+                reference: dict[str, float] | None) -> None:
     payload = {
         "format": STATE_FORMAT,
         "train_config": asdict(cfg),
@@ -542,6 +566,7 @@ def _save_state(path: Path, model, optimizer, cfg: TrainConfig, step: int, best:
         "optimizer": optimizer.state_dict(),
         "step": step,
         "best_score": best,
+        "reference": reference,
         "elapsed_s": elapsed,
         "torch_rng": torch.get_rng_state(),
     }
@@ -581,16 +606,16 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     for group in groups:
         group["base_lr"] = group["lr"]
     optimizer = (torch.optim.Adamax if cfg.phase == "full" else torch.optim.Adam)(groups, lr=cfg.lr, betas=(0.9, 0.999))
-    step, best, elapsed = 0, -math.inf, 0.0
+    step, best, elapsed, reference = 0, -math.inf, 0.0, None
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        step, best, elapsed = state["step"], state["best_score"], state["elapsed_s"]
+        step, best, elapsed, reference = state["step"], state["best_score"], state["elapsed_s"], state.get("reference")
         torch.set_rng_state(state["torch_rng"])
     else:
         torch.manual_seed(cfg.seed)
 
     data = SyntheticClips(cfg.size, seed=cfg.seed, images=images, settings=training_settings(cfg))
-    val_clips = validation_clips(cfg, images)
+    val_sets = validation_sets(cfg, images)
     if cfg.phase == "depth":        # training clips of a seed of their own (`recalibrate_batchnorm`)
         bn_set = SyntheticClips(cfg.size, seed=cfg.seed + 2 * VAL_SEED_OFFSET + 1, images=images, settings=data.settings)
         bn_images = torch.cat([torch.stack((c.frame0, c.frame1)) for c in (bn_set[i] for i in range(cfg.bn_clips))])
@@ -608,17 +633,26 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
             f.write(json.dumps(record) + "\n")
         log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
-    def checkpoint_and_validate(step: int, elapsed: float) -> dict:
-        nonlocal best
+    def measure() -> dict:
         # The depth phase changes nothing but the depth net: its score alone (the network's PSNR
         # on the same clips costs ~20x more on a CPU).
         if cfg.phase == "depth":
             recalibrate_batchnorm(model.depthNet, bn_images)
-            metrics = validate_depth(model, val_clips, device)
-        else:
-            metrics = validate(model, val_clips, device)
-        if score(metrics, cfg.phase) > best:
-            best = score(metrics, cfg.phase)
+        metrics = {}
+        for prefix, clips in val_sets.items():
+            m = validate_depth(model, clips, device) if cfg.phase == "depth" else validate(model, clips, device)
+            metrics.update({prefix + k.removeprefix("val"): v for k, v in m.items()})
+        return metrics
+
+    if len(val_sets) > 1 and reference is None:      # a new run (or one saved before references): its start
+        reference, best = measure(), -math.inf
+        emit({"step": step, "reference": True, **reference})
+
+    def checkpoint_and_validate(step: int, elapsed: float) -> dict:
+        nonlocal best
+        metrics = measure()
+        if score(metrics, cfg.phase, reference) > best:
+            best = score(metrics, cfg.phase, reference)
             save_checkpoint(model, model.config, out / "best.pth")
             save_fp16(model, out / "best-fp16.pth")
         emit({"step": step, "elapsed_s": round(elapsed, 1), **metrics, "best_score": best})
@@ -666,12 +700,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         if step % cfg.val_every == 0 or step == cfg.steps or out_of_time:
             metrics = checkpoint_and_validate(step, elapsed)
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
-            _save_state(state_path, model, optimizer, cfg, step, best, elapsed)
+            _save_state(state_path, model, optimizer, cfg, step, best, elapsed, reference)
         if out_of_time:
             log(f"dainrt train: stopped at step {step}: --max-minutes {cfg.max_minutes} reached")
             break
     levels.remove()
     if not metrics:
         metrics = checkpoint_and_validate(step, elapsed)
-        _save_state(state_path, model, optimizer, cfg, step, best, elapsed)
+        _save_state(state_path, model, optimizer, cfg, step, best, elapsed, reference)
     return metrics

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="flow losses count each pixel's end-point error to the power Q (default 1: mean error; "
                         "0.4, PWC-Net's robust loss, keeps a few huge errors from outweighing the small motions)")
     p.add_argument("--max-motion", type=A.float_range(0, lo_open=True), default=40.0, metavar="PX",
-                   help="largest layer motion in the training clips, pixels (default 40; validation keeps 40 unless --val-like-training)")
+                   help="largest layer motion in the training clips, pixels (default 40; validation keeps 40; --val-like-training adds a set that does not)")
     p.add_argument("--pan-scale", type=A.float_range(0), default=0.5, metavar="X",
                    help="camera pans up to X times --max-motion (default 0.5; 1 for large pans)")
     p.add_argument("--wide-pan-chance", type=A.float_range(0, 1), default=0.0, metavar="P",
@@ -59,12 +59,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of clips at t = 0.25 / 0.5 / 0.75, as in x4 interpolation (default 0)")
     p.add_argument("--flicker-chance", type=A.float_range(0, 1), default=0.3, metavar="P",
                    help="share of clips with brightness flicker between the frames (default 0.3)")
+    p.add_argument("--flat-chance", type=A.float_range(0, 1), default=0.0, metavar="P",
+                   help="share of layers of one flat colour, as a cut-out puppet on a plain backdrop whose motion only "
+                        "its edges show (default 0)")
+    p.add_argument("--shutter", type=A.float_range(0, 1), default=0.0, metavar="E",
+                   help="motion blur: each frame exposed for up to E of the time between the two input frames, "
+                        "as a camera blurs a pan (default 0: sharp)")
     p.add_argument("--ordinal-loss", type=A.float_range(0), default=1.0, metavar="W",
                    help="depth phase: weight of the pairwise depth-order hinge next to the scale-invariant loss (default 1)")
     p.add_argument("--val-clips", type=A.int_range(1), default=16, metavar="N", help="held-out generated validation clips (default 16)")
     p.add_argument("--val-like-training", action="store_true",
-                   help="draw the validation clips like the training clips (motions, pans, x4 gaps, flicker) instead of "
-                        "the default motions: for a run that learns motions those do not hold, e.g. wide pans")
+                   help="validate also on clips drawn like the training clips (motions, pans, x4 gaps, flicker), not "
+                        "only on the default motions, and keep the checkpoint whose smaller gain of the two sets "
+                        "over the start is largest: for a run that learns motions the default clips do not hold")
     p.add_argument("--images", type=A.existing_folder, nargs="+", metavar="DIR",
                    help="folders of pictures used as textures (default: sample pictures of installed packages)")
     p.add_argument("--seed", type=A.int_range(0, 2**32 - 1), default=0, help="random seed (default 0)")
@@ -108,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, flow_lr_mult=args.flow_lr_mult, depth_lr_mult=args.depth_lr_mult, flow_loss=args.flow_loss,
         flow_loss_power=args.flow_loss_power, max_motion=args.max_motion,
         pan_scale=args.pan_scale, centred=args.centred, quarter_chance=args.quarter_chance, wide_pan_chance=args.wide_pan_chance, perspective=args.perspective, defocus=args.defocus,
-        flicker_chance=args.flicker_chance, ordinal_loss=args.ordinal_loss, val_clips=args.val_clips,
+        flicker_chance=args.flicker_chance, flat_chance=args.flat_chance, shutter=args.shutter, ordinal_loss=args.ordinal_loss, val_clips=args.val_clips,
         val_like_training=args.val_like_training,
         seed=args.seed, init=None if args.init is None else str(args.init),
         images=None if args.images is None else [str(d) for d in args.images], val_every=args.val_every,
