@@ -324,7 +324,7 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
                       val_clips=2, val_every=2, log_every=1, images=[str(tmp_path / "pictures")])
     lines = []
     first = train(cfg, log=lines.append)
-    assert math.isfinite(first["val_psnr"]) and math.isfinite(first["val_epe"])
+    assert math.isfinite(first["val_epe"]) and "val_psnr" not in first      # the flow net's scores alone
     for name in ("last.pth", "best.pth", "best-fp16.pth", "log.jsonl"):
         assert (tmp_path / "run" / name).is_file()
     state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
@@ -337,6 +337,24 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     assert all("phase flow, width 0.25," in line and " 1 pictures for textures" in line for line in starts)
     half = load_model(tmp_path / "run" / "best-fp16.pth")
     assert next(half.parameters()).dtype == torch.float32 and half.config.width == 0.25
+
+
+def test_two_set_run_measures_its_start_and_keeps_it_across_a_resume(tmp_path):
+    import json
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), phase="full", width=0.25, size=64, batch=2, steps=2, val_clips=2,
+                      val_every=1, log_every=1, val_like_training=True, max_motion=24, pan_scale=1, images=[])
+    metrics = train(cfg, log=lambda line: None)
+    assert {"val_psnr", "val_blend_psnr", "val_train_psnr", "val_train_epe"} <= set(metrics)   # full: the output's PSNR too
+    train(TrainConfig(out=cfg.out, steps=3), resume=True, log=lambda line: None)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    starts = [r for r in records if r.get("reference")]
+    assert len(starts) == 1 and starts[0]["step"] == 0          # measured once, kept in the state
+    reference = {k: v for k, v in starts[0].items() if k.startswith("val")}
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["reference"] == reference
+    scored = [r for r in records if "best_score" in r]
+    assert [r["step"] for r in scored] == [1, 2, 3]
+    assert scored[-1]["best_score"] == pytest.approx(max(score(r, "full", reference) for r in scored))
 
 
 # ----------------------------------------------------------------------------------------------

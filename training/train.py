@@ -34,7 +34,7 @@ starts from an untrained depth net).
 
 State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
 ``save_every`` steps and at the end; ``resume=True`` continues from it. The model with the best
-validation score (held-out clips, t = 0.5, inference mode: PSNR of the output, or for
+validation score (held-out clips, t = 0.5, inference mode: ``full`` the PSNR of the output,
 ``features`` the cost-volume loss, ``flow`` the end-point error, ``depth`` the depth-order accuracy) is kept as ``OUT/best.pth`` and, in
 FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`). With a
 second validation set (`validation_sets`) the score is the smaller relative gain of the two over
@@ -490,18 +490,21 @@ def _psnr_sum(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def validate(model: DAIN, clips, device: torch.device, batch: int = 4) -> dict[str, float]:
-    """Mean PSNR of the network and of the 50/50 blend on the validation clips (t = 0.5), the
-    mean EPE (px) of the network's flow 0->1 at quarter resolution and the ``features`` loss."""
+def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: bool = True) -> dict[str, float]:
+    """The mean EPE (px) of the network's flow 0->1 at quarter resolution and the ``features``
+    loss on the validation clips (t = 0.5); with `output` also the mean PSNR of the network and
+    of the 50/50 blend (the whole network costs ~10x the flow net alone on a CPU)."""
     model.eval()
-    out = {"val_psnr": 0.0, "val_blend_psnr": 0.0, "val_epe": 0.0, "val_feature_loss": 0.0}
+    out = {"val_psnr": 0.0, "val_blend_psnr": 0.0} if output else {}
+    out.update(val_epe=0.0, val_feature_loss=0.0)
     n = 0
     for i in range(0, len(clips), batch):
         c = collate(clips[i:i + batch])
         f0, f1, gt = c.frame0.to(device), c.frame1.to(device), c.frame_t.to(device)
-        pred = model(f0, f1, c.t.to(device)).clamp(0, 1)
-        out["val_psnr"] += _psnr_sum(pred, gt)
-        out["val_blend_psnr"] += _psnr_sum((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt)
+        if output:
+            pred = model(f0, f1, c.t.to(device)).clamp(0, 1)
+            out["val_psnr"] += _psnr_sum(pred, gt)
+            out["val_blend_psnr"] += _psnr_sum((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt)
         flow01 = c.flow01.to(device)
         feats0, feats1 = model.flownets.pyramid(f0), model.flownets.pyramid(f1)    # once for both scores
         out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4)) * len(f0))
@@ -634,13 +637,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
 
     def measure() -> dict:
-        # The depth phase changes nothing but the depth net: its score alone (the network's PSNR
-        # on the same clips costs ~20x more on a CPU).
+        # The phases before ``full`` change nothing but one net: its scores alone (the network's
+        # PSNR on the same clips costs ~10-20x more on a CPU).
         if cfg.phase == "depth":
             recalibrate_batchnorm(model.depthNet, bn_images)
         metrics = {}
         for prefix, clips in val_sets.items():
-            m = validate_depth(model, clips, device) if cfg.phase == "depth" else validate(model, clips, device)
+            m = (validate_depth(model, clips, device) if cfg.phase == "depth"
+                 else validate(model, clips, device, output=cfg.phase == "full"))
             metrics.update({prefix + k.removeprefix("val"): v for k, v in m.items()})
         return metrics
 

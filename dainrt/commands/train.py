@@ -128,6 +128,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"last validation: depth order {100 * metrics['val_depth_order']:.1f} % of "
               f"{metrics['val_depth_pairs']:.0f} layer pairs; best.pth is the best by it")
         return 0
-    print(f"last validation: PSNR {metrics['val_psnr']:.2f} dB (blend {metrics['val_blend_psnr']:.2f}), "
-          f"flow EPE {metrics['val_epe']:.3f} px; best.pth is the best by the phase's score")
+    output = f"PSNR {metrics['val_psnr']:.2f} dB (blend {metrics['val_blend_psnr']:.2f}), " if "val_psnr" in metrics else ""
+    print(f"last validation: {output}flow EPE {metrics['val_epe']:.3f} px; best.pth is the best by the phase's score")
     return 0
