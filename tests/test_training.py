@@ -308,6 +308,9 @@ def test_two_set_score_is_the_smaller_gain_over_the_start():
     # a large gain on the wide pans cannot hide a loss on the default motions
     assert score({"val_epe": 2.2, "val_train_epe": 5.0}, "flow", start) == pytest.approx(-0.1)
     assert score({"val_epe": 2.2, "val_train_epe": 5.0}, "flow", start) < score({"val_epe": 2.0, "val_train_epe": 9.9}, "flow", start)
+    # a depth net that starts ordering nothing right: finite, and still the smaller gain
+    zero = {"val_depth_order": 0.0, "val_train_depth_order": 0.5}
+    assert score({"val_depth_order": 0.2, "val_train_depth_order": 0.4}, "depth", zero) == pytest.approx(-0.2)
     # one set: the phase's metric itself
     assert score({"val_epe": 1.5}, "flow") == -1.5
     assert score({"val_psnr": 30.0, "val_train_psnr": 33.0}, "full", {"val_psnr": 30.0, "val_train_psnr": 30.0}) == 0.0

@@ -545,7 +545,8 @@ def score(metrics: dict[str, float], phase: str, reference: dict[str, float] | N
     name, sign = PHASE_METRIC[phase]
     if f"val_train_{name}" not in metrics:
         return sign * metrics[f"val_{name}"]
-    return min(sign * (metrics[f"{p}_{name}"] - reference[f"{p}_{name}"]) / abs(reference[f"{p}_{name}"])
+    # (a start at 0, e.g. an untrained depth net's order accuracy, divides by a tiny number instead)
+    return min(sign * (metrics[f"{p}_{name}"] - reference[f"{p}_{name}"]) / max(abs(reference[f"{p}_{name}"]), 1e-6)
                for p in ("val", "val_train"))
 
 
