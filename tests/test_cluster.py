@@ -172,16 +172,22 @@ def test_ctrl_c_keeps_finished_segments_and_resume_skips_the_sound_ones(cluster,
 
     # Ctrl-C once 2 segments are recorded. The segments are tiny: the ones in flight can finish
     # before the Ctrl-C lands, and with 4 segments the film was then complete (clean-clone CI saw it
-    # twice in a row); 2-frame segments leave several to go. Still racy, so up to 3 tries.
-    for _ in range(3):
-        watcher = _when(lambda: finished() >= 2, lambda: os.kill(os.getpid(), signal.SIGINT))
-        code = main(cmd)
-        watcher.set()
-        if code == 130:
-            break
-        out.unlink()
-    else:
-        pytest.fail("3 runs finished before the Ctrl-C landed")
+    # twice in a row); 2-frame segments leave several to go. Still racy, so up to 3 tries. A user's
+    # Ctrl-C raises KeyboardInterrupt: the default handler is put back in case an earlier test's
+    # library left another one installed in this process.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for _ in range(3):
+            watcher = _when(lambda: finished() >= 2, lambda: os.kill(os.getpid(), signal.SIGINT))
+            code = main(cmd)
+            watcher.set()
+            if code == 130:
+                break
+            out.unlink()
+        else:
+            pytest.fail("3 runs finished before the Ctrl-C landed")
+    finally:
+        signal.signal(signal.SIGINT, handler)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--resume" in line, line
     assert not out.exists()
