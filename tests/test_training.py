@@ -14,7 +14,7 @@ from dainrt.training import synthetic as S
 from dainrt.training.evaluate import find_sequences, psnr, ssim
 from dainrt.training.train import (FlowLevels, TrainConfig, center_features, charbonnier, displacement_target,
                                    VAL_SEED_OFFSET, feature_loss, pwc_flow, start_as_warped_blend, train,
-                                   score, training_settings, validation_sets)
+                                   score, sprite_pixels, training_settings, validate, validation_sets)
 
 MIDDLEBURY = Path(__file__).parent / "data" / "middlebury"
 CARD = Path(__file__).resolve().parents[1] / "model" / "data" / "MODEL_CARD.md"
@@ -280,7 +280,7 @@ def _warp_inputs(model, clips):
     return clips.frame0, clips.frame1, c0, c1, *flows, clips.t
 
 
-def test_validation_keeps_the_default_motions_and_adds_a_training_like_set():
+def test_validation_keeps_the_default_motions_and_adds_a_training_like_and_a_flat_set():
     from dataclasses import replace
 
     cfg = TrainConfig(out="unused", phase="flow", size=64, max_motion=48, pan_scale=1, wide_pan_chance=1.0,
@@ -288,26 +288,67 @@ def test_validation_keeps_the_default_motions_and_adds_a_training_like_set():
     held_out = lambda k, settings: S.SyntheticClips(64, seed=cfg.seed + VAL_SEED_OFFSET + k, images=[], t=0.5,
                                                     settings=settings)
     alone, both = validation_sets(cfg, []), validation_sets(replace(cfg, val_like_training=True), [])
-    assert list(alone) == ["val"] and list(both) == ["val", "val_train"]
-    default, like = both["val"], both["val_train"]
+    assert list(validation_sets(replace(cfg, flat_chance=0.0), [])) == ["val"]
+    assert list(alone) == ["val", "val_flat"] and list(both) == ["val", "val_train", "val_flat"]
+    default, like, flat = both["val"], both["val_train"], both["val_flat"]
     for i in range(4):
-        assert default[i].t == like[i].t == 0.5
+        assert default[i].t == like[i].t == flat[i].t == 0.5
         assert torch.equal(alone["val"][i].frame0, default[i].frame0)
+        assert torch.equal(alone["val_flat"][i].frame0, flat[i].frame0)
         # the default motions with the training's scene content (here: flat layers)
         assert torch.equal(default[i].frame0, held_out(0, S.ClipSettings(flat_chance=0.5))[i].frame0)
         assert torch.equal(like[i].frame0, held_out(1, training_settings(cfg))[i].frame0)
+        assert torch.equal(flat[i].frame0, held_out(2, S.ClipSettings(flat_chance=1.0))[i].frame0)
     # wide pans: the largest validation motion grows with the training's
     largest = lambda clips: max(float(c.flow01.norm(dim=0).max()) for c in clips)
     assert largest(like) > largest(default)
+    # the flat set: every layer one colour, so the frame holds as many colours as layers (before noise)
+    for i in range(4):
+        scene, _ = S.SyntheticClips(64, seed=cfg.seed + VAL_SEED_OFFSET + 2, images=[], t=0.5,
+                                    settings=S.ClipSettings(flat_chance=1.0)).scene(i)
+        assert all(float(layer.texture.std(dim=(1, 2)).max()) == 0 for layer in scene.layers)
 
 
-def test_two_set_score_is_the_smaller_gain_over_the_start():
+def test_sprite_pixels_are_the_quarter_pixels_wholly_on_a_sprite():
+    layers = torch.zeros(1, 1, 16, 16, dtype=torch.int64)
+    layers[0, 0, 4:12, 2:8] = 1             # a sprite: quarter pixels (1..2, 1) wholly on it, (1..2, 0) partly
+    layers[0, 0, 0:4, 12:16] = 2            # a second sprite, exactly one quarter pixel
+    layers[0, 0, 12:16, 12:14] = -1         # nothing there
+    where = sprite_pixels(layers)
+    assert where.shape == (1, 4, 4)
+    assert where.nonzero().tolist() == [[0, 0, 3], [0, 1, 1], [0, 2, 1]]
+
+
+def test_flat_set_scores_the_flow_on_its_sprites_alone():
+    from dainrt.model import DAIN, ModelConfig
+
+    torch.manual_seed(0)
+    model = start_as_warped_blend(DAIN(ModelConfig(0.25)))
+    flat = S.SyntheticClips(64, seed=3, images=[], t=0.5, settings=S.ClipSettings(flat_chance=1.0))
+    clips = [flat[i] for i in range(6)]
+    everywhere, sprites = (validate(model, clips, torch.device("cpu"), batch=4, output=False, sprites_only=s)["val_epe"]
+                           for s in (False, True))
+    c = S.collate(clips)
+    with torch.no_grad():
+        error = (pwc_flow(model.eval(), c.frame0, c.frame1) - F.avg_pool2d(c.flow01, 4)).norm(dim=1)
+    where = sprite_pixels(c.layers0)
+    assert 0 < where.sum() < where.numel()
+    assert sprites == pytest.approx(float(error[where].mean()), rel=1e-5)       # pooled over the set's sprite pixels
+    assert everywhere == pytest.approx(float(error.mean()), rel=1e-5)
+    assert sprites != pytest.approx(everywhere, rel=1e-3)
+
+
+def test_score_is_the_smallest_gain_over_the_start():
     start = {"val_epe": 2.0, "val_train_epe": 10.0}
     # EPE 2 -> 1.8 (10 % better) and 10 -> 8 (20 % better): the smaller gain, 10 %
     assert score({"val_epe": 1.8, "val_train_epe": 8.0}, "flow", start) == pytest.approx(0.1)
     # a large gain on the wide pans cannot hide a loss on the default motions
     assert score({"val_epe": 2.2, "val_train_epe": 5.0}, "flow", start) == pytest.approx(-0.1)
     assert score({"val_epe": 2.2, "val_train_epe": 5.0}, "flow", start) < score({"val_epe": 2.0, "val_train_epe": 9.9}, "flow", start)
+    # three sets: a flat sprite's flow 5 % longer in error cannot hide behind gains on the other two
+    three = {**start, "val_flat_epe": 1.0}
+    assert score({"val_epe": 1.8, "val_train_epe": 8.0, "val_flat_epe": 1.05}, "flow", three) == pytest.approx(-0.05)
+    assert score({"val_epe": 1.9, "val_train_epe": 8.0, "val_flat_epe": 0.8}, "flow", three) == pytest.approx(0.05)
     # a depth net that starts ordering nothing right: finite, and still the smaller gain
     zero = {"val_depth_order": 0.0, "val_train_depth_order": 0.5}
     assert score({"val_depth_order": 0.2, "val_train_depth_order": 0.4}, "depth", zero) == pytest.approx(-0.2)

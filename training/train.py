@@ -37,8 +37,9 @@ State (model, optimizer, step, RNG, elapsed time) goes to ``OUT/last.pth`` every
 validation score (held-out clips, t = 0.5, inference mode: ``full`` the PSNR of the output,
 ``features`` the cost-volume loss, ``flow`` the end-point error, ``depth`` the depth-order accuracy) is kept as ``OUT/best.pth`` and, in
 FP16 storage, ``OUT/best-fp16.pth`` (dainrt checkpoint format: loads with `--weights`). With a
-second validation set (`validation_sets`) the score is the smaller relative gain of the two over
-the run's start, measured before its first step and kept in the state.
+second or third validation set (`validation_sets`: training-like clips, all-flat clips) the score
+is the smallest relative gain of the sets over the run's start, measured before its first step and
+kept in the state.
 Every log line is also appended as JSON to ``OUT/log.jsonl``.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -74,6 +75,7 @@ FEATURE_LEVELS = (2, 3, 4)
 FEATURE_TEMPERATURE = 15.0           # softmax sharpness on the cost volume (PWC divides it by C)
 CHARBONNIER_EPS = 1e-6
 VAL_SEED_OFFSET = 1_000_003          # validation clips come from another seed: never trained on
+VAL_SET_SEEDS = {"val": 0, "val_train": 1, "val_flat": 2}   # each set's seed past the offset (`validation_sets`)
 
 
 PHASES = ("features", "flow", "depth", "full")
@@ -228,18 +230,23 @@ def validation_sets(cfg: TrainConfig, images: list[torch.Tensor]) -> dict[str, l
     ``val``: the default motions, so that runs with different motions are scored alike, with the
     training's scene content (sprite depths, depth of field, flat colours, motion blur). With
     `val_like_training` also ``val_train``: clips drawn like the training clips, for a run that
-    learns motions the default clips do not hold (wide pans); the run then keeps a checkpoint by
-    the set it improved least (`score`), so that gaining on one cannot hide losing on the other.
+    learns motions the default clips do not hold (wide pans). With flat layers in training also
+    ``val_flat``: the default motions with every layer flat, scored on the sprites alone (`validate`):
+    the stop-motion puppet on a plain backdrop, whose flow a mean over all pixels hides (flowS's
+    0.2 px shortfall on a 300-pixel sprite). With more than one set the run keeps a checkpoint by
+    the set it improved least (`score`), so that gaining on one cannot hide losing on another.
     """
     content = ClipSettings(perspective=cfg.perspective, defocus=cfg.defocus, flat_chance=cfg.flat_chance,
                            shutter=cfg.shutter)
     sets = {"val": content}
     if cfg.val_like_training:
         sets["val_train"] = training_settings(cfg)
+    if cfg.flat_chance > 0:
+        sets["val_flat"] = replace(content, flat_chance=1.0)
     return {prefix: [clips[i] for i in range(cfg.val_clips)]
-            for k, (prefix, settings) in enumerate(sets.items())
-            for clips in [SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET + k, images=images, t=0.5,
-                                         settings=settings)]}
+            for prefix, settings in sets.items()
+            for clips in [SyntheticClips(cfg.size, seed=cfg.seed + VAL_SEED_OFFSET + VAL_SET_SEEDS[prefix], images=images,
+                                         t=0.5, settings=settings)]}
 
 
 def _groups(model: DAIN, cfg: TrainConfig) -> tuple[list[dict], list[torch.nn.Module]]:
@@ -333,10 +340,12 @@ def charbonnier(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 ROBUST_EPS = 0.01                    # px: keeps the gradient of error ** power finite at 0
 
 
-def _epe(pred: torch.Tensor, target: torch.Tensor, power: float = 1.0) -> torch.Tensor:
-    """Mean over pixels of the end-point error (px) of (B,2,H,W) flows, each raised to `power`
-    (+ ROBUST_EPS when power < 1)."""
+def _epe(pred: torch.Tensor, target: torch.Tensor, power: float = 1.0, where: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over pixels (those of the (B,H,W) bool mask `where` if given) of the end-point error
+    (px) of (B,2,H,W) flows, each raised to `power` (+ ROBUST_EPS when power < 1)."""
     error = torch.linalg.vector_norm(pred - target, dim=1)
+    if where is not None:
+        error = error[where]
     return error.mean() if power == 1 else ((error + ROBUST_EPS) ** power).mean()
 
 
@@ -489,15 +498,24 @@ def _psnr_sum(x: torch.Tensor, y: torch.Tensor) -> float:
     return sum(psnr(a, b) for a, b in zip(x, y))
 
 
+def sprite_pixels(layers: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """(B,H/f,W/f) bool: the pixels of a flow `factor` x smaller that lie wholly on sprites in the
+    (B,1,H,W) layer index of frame 0 (layer 0 is the background; -1 nothing)."""
+    return F.avg_pool2d((layers >= 1).float(), factor)[:, 0] == 1
+
+
 @torch.no_grad()
-def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: bool = True) -> dict[str, float]:
+def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: bool = True,
+             sprites_only: bool = False) -> dict[str, float]:
     """The mean EPE (px) of the network's flow 0->1 at quarter resolution and the ``features``
     loss on the validation clips (t = 0.5); with `output` also the mean PSNR of the network and
-    of the 50/50 blend (the whole network costs ~10x the flow net alone on a CPU)."""
+    of the 50/50 blend (the whole network costs ~10x the flow net alone on a CPU). `sprites_only`:
+    the EPE over the pixels wholly on a sprite in frame 0 (`sprite_pixels`), pooled over the set
+    (a flat backdrop's motion shows nowhere: nothing to score there)."""
     model.eval()
     out = {"val_psnr": 0.0, "val_blend_psnr": 0.0} if output else {}
     out.update(val_epe=0.0, val_feature_loss=0.0)
-    n = 0
+    n = pixels = 0
     for i in range(0, len(clips), batch):
         c = collate(clips[i:i + batch])
         f0, f1, gt = c.frame0.to(device), c.frame1.to(device), c.frame_t.to(device)
@@ -507,10 +525,14 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: b
             out["val_blend_psnr"] += _psnr_sum((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt)
         flow01 = c.flow01.to(device)
         feats0, feats1 = model.flownets.pyramid(f0), model.flownets.pyramid(f1)    # once for both scores
-        out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4)) * len(f0))
+        where = sprite_pixels(c.layers0.to(device)) if sprites_only else torch.ones_like(flow01[:, 0, ::4, ::4], dtype=torch.bool)
+        count = int(where.sum())
+        if count:
+            out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4), where=where)) * count
         out["val_feature_loss"] += float(_cost_volume_loss(feats0, feats1, flow01) * len(f0))
-        n += len(f0)
-    return {k: v / n for k, v in out.items()}
+        n, pixels = n + len(f0), pixels + count
+    out["val_epe"] /= max(pixels, 1)
+    return {k: v if k == "val_epe" else v / n for k, v in out.items()}
 
 
 @torch.no_grad()
@@ -538,16 +560,17 @@ PHASE_METRIC = {"features": ("feature_loss", -1), "flow": ("epe", -1), "depth": 
 
 
 def score(metrics: dict[str, float], phase: str, reference: dict[str, float] | None = None) -> float:
-    """What the best checkpoint maximises: the phase's metric (higher is better). With a second
-    validation set (``val_train_*`` metrics), the smaller of the two sets' relative gains over
-    `reference` (the metrics at the run's first step): a checkpoint that worsens either set scores
-    below 0, whatever it gains on the other."""
+    """What the best checkpoint maximises: the phase's metric (higher is better). With more than
+    one validation set (``val_train_*``, ``val_flat_*`` metrics), the smallest of the sets'
+    relative gains over `reference` (the metrics at the run's first step): a checkpoint that
+    worsens any set scores below 0, whatever it gains on the others."""
     name, sign = PHASE_METRIC[phase]
-    if f"val_train_{name}" not in metrics:
+    sets = [p for p in VAL_SET_SEEDS if f"{p}_{name}" in metrics]
+    if sets == ["val"]:
         return sign * metrics[f"val_{name}"]
     # (a start at 0, e.g. an untrained depth net's order accuracy, divides by a tiny number instead)
     return min(sign * (metrics[f"{p}_{name}"] - reference[f"{p}_{name}"]) / max(abs(reference[f"{p}_{name}"]), 1e-6)
-               for p in ("val", "val_train"))
+               for p in sets)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -645,11 +668,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         metrics = {}
         for prefix, clips in val_sets.items():
             m = (validate_depth(model, clips, device) if cfg.phase == "depth"
-                 else validate(model, clips, device, output=cfg.phase == "full"))
+                 else validate(model, clips, device, output=cfg.phase == "full", sprites_only=prefix == "val_flat"))
             metrics.update({prefix + k.removeprefix("val"): v for k, v in m.items()})
         return metrics
 
-    if len(val_sets) > 1 and reference is None:      # a new run (or one saved before references): its start
+    if len(val_sets) > 1 and (reference is None or any(f"{p}_{PHASE_METRIC[cfg.phase][0]}" not in reference for p in val_sets)):
+        # a new run's start (or, for a state saved before references or before one of its sets, the resume's)
         reference, best = measure(), -math.inf
         emit({"step": step, "reference": True, **reference})
 

@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of clips with brightness flicker between the frames (default 0.3)")
     p.add_argument("--flat-chance", type=A.float_range(0, 1), default=0.0, metavar="P",
                    help="share of layers of one flat colour, as a cut-out puppet on a plain backdrop whose motion only "
-                        "its edges show (default 0)")
+                        "its edges show (default 0); above 0 the run also validates on all-flat clips, scoring the "
+                        "flow on the sprites alone, and keeps a checkpoint by the set it improved least")
     p.add_argument("--shutter", type=A.float_range(0, 1), default=0.0, metavar="E",
                    help="motion blur: each frame exposed for up to E of the time between the two input frames, "
                         "as a camera blurs a pan (default 0: sharp)")
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-clips", type=A.int_range(1), default=16, metavar="N", help="held-out generated validation clips (default 16)")
     p.add_argument("--val-like-training", action="store_true",
                    help="validate also on clips drawn like the training clips (motions, pans, x4 gaps, flicker), not "
-                        "only on the default motions, and keep the checkpoint whose smaller gain of the two sets "
+                        "only on the default motions, and keep the checkpoint whose smallest gain of the sets "
                         "over the start is largest: for a run that learns motions the default clips do not hold")
     p.add_argument("--images", type=A.existing_folder, nargs="+", metavar="DIR",
                    help="folders of pictures used as textures (default: sample pictures of installed packages)")
