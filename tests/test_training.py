@@ -14,7 +14,7 @@ from dainrt.training import synthetic as S
 from dainrt.training.evaluate import find_sequences, psnr, ssim
 from dainrt.training.train import (FlowLevels, TrainConfig, center_features, charbonnier, displacement_target,
                                    VAL_SEED_OFFSET, feature_loss, pwc_flow, start_as_warped_blend, train,
-                                   score, sprite_pixels, training_settings, validate, validation_sets)
+                                   score, sprite_edges, training_settings, validate, validation_sets)
 
 MIDDLEBURY = Path(__file__).parent / "data" / "middlebury"
 CARD = Path(__file__).resolve().parents[1] / "model" / "data" / "MODEL_CARD.md"
@@ -309,14 +309,21 @@ def test_validation_keeps_the_default_motions_and_adds_a_training_like_and_a_fla
         assert all(float(layer.texture.std(dim=(1, 2)).max()) == 0 for layer in scene.layers)
 
 
-def test_sprite_pixels_are_the_quarter_pixels_wholly_on_a_sprite():
-    layers = torch.zeros(1, 1, 16, 16, dtype=torch.int64)
-    layers[0, 0, 4:12, 2:8] = 1             # a sprite: quarter pixels (1..2, 1) wholly on it, (1..2, 0) partly
-    layers[0, 0, 0:4, 12:16] = 2            # a second sprite, exactly one quarter pixel
-    layers[0, 0, 12:16, 12:14] = -1         # nothing there
-    where = sprite_pixels(layers)
-    assert where.shape == (1, 4, 4)
-    assert where.nonzero().tolist() == [[0, 0, 3], [0, 1, 1], [0, 2, 1]]
+def test_sprite_edges_are_the_band_inside_each_sprite_at_quarter_resolution():
+    layers = torch.zeros(1, 1, 64, 64, dtype=torch.int64)
+    layers[0, 0, 2:62, 2:42] = 1            # a big sprite: quarter pixels rows 1-14, cols 1-9 wholly on it
+    layers[0, 0, 8:24, 48:64] = 2           # a small one at the right border: rows 2-5, cols 12-15
+    layers[0, 0, 40:44, 20:24] = -1         # a hole in the big one: quarter pixel (10, 5)
+    where = sprite_edges(layers, band=2)[0]
+    big = torch.zeros(16, 16, dtype=torch.bool)
+    big[1:15, 1:10] = True
+    big[10, 5] = False                      # the hole is on no sprite
+    inner = torch.zeros_like(big)
+    inner[3:13, 3:8] = True                 # more than 2 quarter pixels from the big sprite's edge
+    inner[8:13, 3:8] = False                # ... and from the hole's
+    assert torch.equal(where[:, :10], big[:, :10] & ~inner[:, :10])
+    # the small sprite: all of it lies within 2 of its edge, the frame's border is no edge
+    assert where[2:6, 12:16].all() and where[:, 10:12].sum() == 0 and where[:2, 12:].sum() == 0
 
 
 def test_flat_set_scores_the_flow_on_its_sprites_alone():
@@ -331,9 +338,9 @@ def test_flat_set_scores_the_flow_on_its_sprites_alone():
     c = S.collate(clips)
     with torch.no_grad():
         error = (pwc_flow(model.eval(), c.frame0, c.frame1) - F.avg_pool2d(c.flow01, 4)).norm(dim=1)
-    where = sprite_pixels(c.layers0)
+    where = sprite_edges(c.layers0)
     assert 0 < where.sum() < where.numel()
-    assert sprites == pytest.approx(float(error[where].mean()), rel=1e-5)       # pooled over the set's sprite pixels
+    assert sprites == pytest.approx(float(error[where].mean()), rel=1e-5)       # pooled over the set's sprite edges
     assert everywhere == pytest.approx(float(error.mean()), rel=1e-5)
     assert sprites != pytest.approx(everywhere, rel=1e-3)
 

@@ -231,9 +231,9 @@ def validation_sets(cfg: TrainConfig, images: list[torch.Tensor]) -> dict[str, l
     training's scene content (sprite depths, depth of field, flat colours, motion blur). With
     `val_like_training` also ``val_train``: clips drawn like the training clips, for a run that
     learns motions the default clips do not hold (wide pans). With flat layers in training also
-    ``val_flat``: the default motions with every layer flat, scored on the sprites alone (`validate`):
-    the stop-motion puppet on a plain backdrop, whose flow a mean over all pixels hides (flowS's
-    0.2 px shortfall on a 300-pixel sprite). With more than one set the run keeps a checkpoint by
+    ``val_flat``: the default motions with every layer flat, scored inside the sprites' edges alone
+    (`validate`): the stop-motion puppet on a plain backdrop, whose flow a mean over all pixels
+    hides (flowS's 0.2 px shortfall on a 300-pixel sprite). With more than one set the run keeps a checkpoint by
     the set it improved least (`score`), so that gaining on one cannot hide losing on another.
     """
     content = ClipSettings(perspective=cfg.perspective, defocus=cfg.defocus, flat_chance=cfg.flat_chance,
@@ -498,10 +498,20 @@ def _psnr_sum(x: torch.Tensor, y: torch.Tensor) -> float:
     return sum(psnr(a, b) for a, b in zip(x, y))
 
 
-def sprite_pixels(layers: torch.Tensor, factor: int = 4) -> torch.Tensor:
-    """(B,H/f,W/f) bool: the pixels of a flow `factor` x smaller that lie wholly on sprites in the
-    (B,1,H,W) layer index of frame 0 (layer 0 is the background; -1 nothing)."""
-    return F.avg_pool2d((layers >= 1).float(), factor)[:, 0] == 1
+SPRITE_EDGE_BAND = 2                 # quarter pixels (8 px): how far inside a sprite's edge `sprite_edges` looks
+
+
+def sprite_edges(layers: torch.Tensor, factor: int = 4, band: int = SPRITE_EDGE_BAND) -> torch.Tensor:
+    """(B,H/f,W/f) bool: the pixels of a flow `factor` x smaller that lie wholly on one sprite in
+    the (B,1,H,W) layer index of frame 0 (layer 0 is the background; -1 nothing) and at most
+    `band` of them from a pixel that does not lie wholly on that sprite: the band inside its edge,
+    where a flat sprite's motion shows (deep inside one, the flow is a guess)."""
+    index = layers.float()
+    high, low = F.max_pool2d(index, factor), -F.max_pool2d(-index, factor)
+    on = torch.where((high == low) & (low >= 1), low, torch.full_like(low, -1.0))       # sprite index, else -1
+    k = 2 * band + 1
+    same = (F.max_pool2d(on, k, 1, band) == on) & (-F.max_pool2d(-on, k, 1, band) == on)   # whole window on it
+    return ((on >= 1) & ~same)[:, 0]
 
 
 @torch.no_grad()
@@ -510,8 +520,8 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: b
     """The mean EPE (px) of the network's flow 0->1 at quarter resolution and the ``features``
     loss on the validation clips (t = 0.5); with `output` also the mean PSNR of the network and
     of the 50/50 blend (the whole network costs ~10x the flow net alone on a CPU). `sprites_only`:
-    the EPE over the pixels wholly on a sprite in frame 0 (`sprite_pixels`), pooled over the set
-    (a flat backdrop's motion shows nowhere: nothing to score there)."""
+    the EPE over the band inside the sprites' edges in frame 0 (`sprite_edges`), pooled over the
+    set (a flat backdrop's motion shows nowhere, a flat sprite's only at its edges)."""
     model.eval()
     out = {"val_psnr": 0.0, "val_blend_psnr": 0.0} if output else {}
     out.update(val_epe=0.0, val_feature_loss=0.0)
@@ -525,7 +535,7 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: b
             out["val_blend_psnr"] += _psnr_sum((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt)
         flow01 = c.flow01.to(device)
         feats0, feats1 = model.flownets.pyramid(f0), model.flownets.pyramid(f1)    # once for both scores
-        where = sprite_pixels(c.layers0.to(device)) if sprites_only else torch.ones_like(flow01[:, 0, ::4, ::4], dtype=torch.bool)
+        where = sprite_edges(c.layers0.to(device)) if sprites_only else torch.ones_like(flow01[:, 0, ::4, ::4], dtype=torch.bool)
         count = int(where.sum())
         if count:
             out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4), where=where)) * count
