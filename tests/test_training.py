@@ -390,15 +390,17 @@ def test_train_writes_checkpoints_and_resumes(tmp_path):
     assert next(half.parameters()).dtype == torch.float32 and half.config.width == 0.25
 
 
-def test_two_set_run_measures_its_start_and_keeps_it_across_a_resume(tmp_path):
+def test_multi_set_run_measures_its_start_and_keeps_it_across_a_resume(tmp_path):
     import json
 
     cfg = TrainConfig(out=str(tmp_path / "run"), phase="full", width=0.25, size=64, batch=2, steps=2, val_clips=2,
-                      val_every=1, log_every=1, val_like_training=True, max_motion=24, pan_scale=1, images=[])
+                      val_every=1, log_every=1, val_like_training=True, flat_chance=0.5, max_motion=24, pan_scale=1,
+                      images=[])
     metrics = train(cfg, log=lambda line: None)
-    assert {"val_psnr", "val_blend_psnr", "val_train_psnr", "val_train_epe"} <= set(metrics)   # full: the output's PSNR too
+    assert {"val_psnr", "val_blend_psnr", "val_train_psnr", "val_train_epe", "val_flat_psnr", "val_flat_epe"} <= set(metrics)
     train(TrainConfig(out=cfg.out, steps=3), resume=True, log=lambda line: None)
-    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    log = tmp_path / "run" / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
     starts = [r for r in records if r.get("reference")]
     assert len(starts) == 1 and starts[0]["step"] == 0          # measured once, kept in the state
     reference = {k: v for k, v in starts[0].items() if k.startswith("val")}
@@ -406,6 +408,15 @@ def test_two_set_run_measures_its_start_and_keeps_it_across_a_resume(tmp_path):
     scored = [r for r in records if "best_score" in r]
     assert [r["step"] for r in scored] == [1, 2, 3]
     assert scored[-1]["best_score"] == pytest.approx(max(score(r, "full", reference) for r in scored))
+    # a state saved before the flat set existed: its reference lacks it, so the resume measures a new one
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    state["reference"] = {k: v for k, v in state["reference"].items() if not k.startswith("val_flat")}
+    torch.save(state, tmp_path / "run" / "last.pth")
+    train(TrainConfig(out=cfg.out, steps=4), resume=True, log=lambda line: None)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    starts = [r for r in records if r.get("reference")]
+    assert [r["step"] for r in starts] == [0, 3] and "val_flat_epe" in starts[1]
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=True)["step"] == 4
 
 
 # ----------------------------------------------------------------------------------------------
