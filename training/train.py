@@ -233,8 +233,9 @@ def validation_sets(cfg: TrainConfig, images: list[torch.Tensor]) -> dict[str, l
     learns motions the default clips do not hold (wide pans). With flat layers in training also
     ``val_flat``: the default motions with every layer flat, scored inside the sprites' edges alone
     (`validate`): the stop-motion puppet on a plain backdrop, whose flow a mean over all pixels
-    hides (flowS's 0.2 px shortfall on a 300-pixel sprite). With more than one set the run keeps a checkpoint by
-    the set it improved least (`score`), so that gaining on one cannot hide losing on another.
+    hides (flowS's 0.2 px shortfall on a 300-pixel sprite). With more than one set the run keeps
+    a checkpoint by the set it improved least (`score`), so that gaining on one cannot hide
+    losing on another.
     """
     content = ClipSettings(perspective=cfg.perspective, defocus=cfg.defocus, flat_chance=cfg.flat_chance,
                            shutter=cfg.shutter)
@@ -535,8 +536,8 @@ def validate(model: DAIN, clips, device: torch.device, batch: int = 4, output: b
             out["val_blend_psnr"] += _psnr_sum((1 - c.t.view(-1, 1, 1, 1).to(device)) * f0 + c.t.view(-1, 1, 1, 1).to(device) * f1, gt)
         flow01 = c.flow01.to(device)
         feats0, feats1 = model.flownets.pyramid(f0), model.flownets.pyramid(f1)    # once for both scores
-        where = sprite_edges(c.layers0.to(device)) if sprites_only else torch.ones_like(flow01[:, 0, ::4, ::4], dtype=torch.bool)
-        count = int(where.sum())
+        where = sprite_edges(c.layers0.to(device)) if sprites_only else None
+        count = int(where.sum()) if sprites_only else flow01[:, 0, ::4, ::4].numel()
         if count:
             out["val_epe"] += float(_epe(20.0 * model.flownets.decode(feats0, feats1), F.avg_pool2d(flow01, 4), where=where)) * count
         out["val_feature_loss"] += float(_cost_volume_loss(feats0, feats1, flow01) * len(f0))

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flat-chance", type=A.float_range(0, 1), default=0.0, metavar="P",
                    help="share of layers of one flat colour, as a cut-out puppet on a plain backdrop whose motion only "
                         "its edges show (default 0); above 0 the run also validates on all-flat clips, scoring the "
-                        "flow on the sprites alone, and keeps a checkpoint by the set it improved least")
+                        "flow inside the sprites' edges, and keeps a checkpoint by the set it improved least")
     p.add_argument("--shutter", type=A.float_range(0, 1), default=0.0, metavar="E",
                    help="motion blur: each frame exposed for up to E of the time between the two input frames, "
                         "as a camera blurs a pan (default 0: sharp)")
