@@ -174,6 +174,31 @@ def test_fill_holes_is_not_iterative():
     torch.testing.assert_close(out[0, :, 0, 1:4], torch.tensor([[2.0] * 3, [4.0] * 3]))
 
 
+def test_dfp_depth_decides_only_where_the_projection_folds():
+    """The depth weights matter where sources with different flows land on one pixel, i.e. where
+    x -> x + F(x) folds over, and (almost) nowhere else.
+
+    A near sprite (columns 8..15, inverse depth 1/2) moves 8 px right over a still backdrop
+    (inverse depth 1/100): on the pixels it lands on, its flow wins with the depths and is
+    averaged with the backdrop's without them. A smooth flow (0.1 px more per column, which
+    never folds) with the same depths is moved by under 0.1 px: why a smooth flow field
+    leaves the learned depth nothing to decide (docs/model-v2.md, "After v4")."""
+    H, W = 4, 32
+    layers = np.zeros((1, 2, H, W), np.float32)
+    layers[0, 0, :, 8:16] = 8.0
+    depth_weight = np.full((1, 1, H, W), 1 / 100, np.float32)
+    depth_weight[..., 8:16] = 1 / 2
+    equal = np.ones((1, 1, H, W), np.float32)
+    with_depth = run(depth_flow_projection, layers, depth_weight)[0, 0]
+    without = run(depth_flow_projection, layers, equal)[0, 0]
+    landed = slice(17, 24)                     # every pixel here gets the sprite and the backdrop
+    np.testing.assert_allclose(with_depth[:, landed], -8 * 0.5 / (0.5 + 0.01), atol=1e-5)  # near wins
+    np.testing.assert_allclose(without[:, landed], -4.0, atol=1e-5)                       # averaged
+    ramp = np.zeros((1, 2, H, W), np.float32)
+    ramp[0, 0] = 0.1 * np.arange(W, dtype=np.float32)
+    moved = np.abs(run(depth_flow_projection, ramp, depth_weight) - run(depth_flow_projection, ramp, equal))
+    assert moved.max() < 0.1
+
 def aw_inputs(seed: int, B=2, C=3, H=6, W=8):
     """Random flows plus designed pixels: |u| = W/2 and |v| = H/2 exactly, NaN, landings on the
     last column/row, taps that clamp."""
