@@ -199,6 +199,7 @@ def test_dfp_depth_decides_only_where_the_projection_folds():
     moved = np.abs(run(depth_flow_projection, ramp, depth_weight) - run(depth_flow_projection, ramp, equal))
     assert moved.max() < 0.1
 
+
 def aw_inputs(seed: int, B=2, C=3, H=6, W=8):
     """Random flows plus designed pixels: |u| = W/2 and |v| = H/2 exactly, NaN, landings on the
     last column/row, taps that clamp."""
